@@ -1,0 +1,1 @@
+"""The domain of the control room: models, services (actions), runtime and admin."""

@@ -1,0 +1,1 @@
+"""Domain actions. Every entry point (API, dashboard, admin, commands, tasks) calls these."""

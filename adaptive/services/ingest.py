@@ -1,0 +1,381 @@
+"""Ingestion: predict (store served events) and feedback (store labels), idempotent and batched.
+
+This is the hot path. Requests are validated with one plain loop (no per-row serializer), and
+each batch is written with one statement inside one transaction: a batch is all-or-nothing.
+Ids make both calls idempotent: an id already stored is answered from the stored row on predict
+and reported as already labeled on feedback, whether it came from a retry or a concurrent client.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import torch
+from django.conf import settings
+from django.db import DatabaseError, OperationalError, connection, transaction
+from django.utils import timezone
+
+from adaptive.errors import Conflict, InvalidInput
+from adaptive.ml.preprocessing import RowError
+from adaptive.models import Deployment, Event, ModelVersion, Task
+from adaptive.runtime import load_version
+
+MAX_ID_LENGTH = 128
+_DEADLOCK_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Prediction:
+    id: str
+    score: float | list[float]
+    base_score: float | list[float]
+    version: int
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    accepted: int
+    unknown: list[str]
+    already_labeled: list[str]
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+def _batch(payload: Any, key: str) -> list[Any]:
+    if not isinstance(payload, dict):
+        raise InvalidInput(key, "the body must be a JSON object with a list under " + repr(key))
+    items = payload.get(key)
+    if not isinstance(items, list):
+        raise InvalidInput(key, "required, a list")
+    if not items:
+        raise InvalidInput(key, "must not be empty")
+    if len(items) > settings.MAX_BATCH_ROWS:
+        raise InvalidInput(key, f"{len(items)} items, over the limit of {settings.MAX_BATCH_ROWS} per batch")
+    return items
+
+
+def _external_id(item: dict[str, Any], index: int, seen: set[str]) -> str:
+    raw = item.get("id")
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise InvalidInput("id", "required, a string (or an integer)", index=index)
+    value = str(raw)
+    if not value or len(value) > MAX_ID_LENGTH:
+        raise InvalidInput("id", f"must have 1 to {MAX_ID_LENGTH} characters", index=index)
+    if value in seen:
+        raise InvalidInput("id", f"duplicate id {value!r} in this batch", index=index)
+    seen.add(value)
+    return value
+
+
+def _timestamp(raw: Any, index: int, default: datetime) -> datetime:
+    if raw is None:
+        return default
+    if not isinstance(raw, str):
+        raise InvalidInput("ts", "must be an ISO-8601 string", index=index)
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInput("ts", f"not an ISO-8601 date-time: {raw[:40]!r}", index=index) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def parse_predict(payload: Any, received_at: datetime) -> tuple[list[str], list[datetime], list[dict[str, Any]]]:
+    rows = _batch(payload, "rows")
+    ids: list[str] = []
+    times: list[datetime] = []
+    features: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InvalidInput("row", "must be an object with id, features and optional ts", index=index)
+        extra = row.keys() - {"id", "ts", "features"}
+        if extra:
+            raise InvalidInput(sorted(extra)[0], "unknown field (allowed: id, ts, features)", index=index)
+        ids.append(_external_id(row, index, seen))
+        times.append(_timestamp(row.get("ts"), index, received_at))
+        row_features = row.get("features")
+        if not isinstance(row_features, dict):
+            raise InvalidInput("features", "required, an object of feature values", index=index)
+        features.append(row_features)
+    return ids, times, features
+
+
+def parse_feedback(payload: Any, deployment: Deployment) -> tuple[list[str], list[int]]:
+    items = _batch(payload, "labels")
+    lookup = _label_lookup(deployment)
+    ids: list[str] = []
+    labels: list[int] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InvalidInput("label", "must be an object with id and label", index=index)
+        extra = item.keys() - {"id", "label"}
+        if extra:
+            raise InvalidInput(sorted(extra)[0], "unknown field (allowed: id, label)", index=index)
+        ids.append(_external_id(item, index, seen))
+        labels.append(_label_index(item.get("label"), lookup, deployment, index))
+    return ids, labels
+
+
+def _label_lookup(deployment: Deployment) -> dict[Any, int]:
+    lookup: dict[Any, int] = {}
+    for i, name in enumerate(deployment.classes):
+        lookup[str(name)] = i
+    if deployment.task == Task.BINARY:
+        lookup.update({"0": 0, "1": 1, "false": 0, "true": 1})
+    return lookup
+
+
+def _label_index(raw: Any, lookup: dict[Any, int], deployment: Deployment, index: int) -> int:
+    n_classes = len(deployment.classes)
+    if isinstance(raw, bool):
+        if deployment.task == Task.BINARY:
+            return int(raw)
+    elif isinstance(raw, int) or (isinstance(raw, float) and math.isfinite(raw) and raw.is_integer()):
+        if 0 <= raw < n_classes:
+            return int(raw)
+    elif isinstance(raw, str) and raw in lookup:
+        return lookup[raw]
+    allowed = ", ".join(repr(c) for c in deployment.classes)
+    raise InvalidInput("label", f"{raw!r} is not a class: use an index 0..{n_classes - 1} or one of {allowed}", index=index)
+
+
+# --- predict ------------------------------------------------------------------------------------
+
+
+def predict(*, deployment: Deployment, payload: Any) -> list[Prediction]:
+    """Score a batch with the live version and store one Event per new id."""
+    if deployment.live_version_id is None:
+        raise Conflict("the deployment has no live version yet: upload a version first")
+    version = deployment.live_version
+    assert version is not None
+    received_at = timezone.now()
+    ids, times, features = parse_predict(payload, received_at)
+    loaded = load_version(deployment, version)
+    try:
+        proba = loaded.predict_proba(features)
+    except RowError as exc:
+        raise InvalidInput(exc.field or "features", exc.reason, index=exc.index) from exc
+    base_scores, base_vectors = _scores(proba, loaded.multiclass)
+    # Compensation arrives with the fast loop; until then the served score is the base score.
+    scores, vectors = base_scores, base_vectors
+    rows = _EventRows(ids, times, features, base_scores, scores, base_vectors, vectors)
+    stored = _with_deadlock_retry(lambda: _insert_events(deployment, version, received_at, rows))
+    out = []
+    for i, external_id in enumerate(ids):
+        if external_id in stored:
+            out.append(stored[external_id])
+        else:
+            out.append(
+                Prediction(
+                    id=external_id,
+                    score=vectors[i] if vectors is not None else scores[i],
+                    base_score=base_vectors[i] if base_vectors is not None else base_scores[i],
+                    version=version.number,
+                )
+            )
+    return out
+
+
+def _scores(proba: torch.Tensor, multiclass: bool) -> tuple[list[float], list[list[float]] | None]:
+    if not multiclass:
+        return proba.double().tolist(), None
+    vectors = proba.double().tolist()
+    return [max(v) for v in vectors], vectors
+
+
+@dataclass
+class _EventRows:
+    ids: list[str]
+    times: list[datetime]
+    features: list[dict[str, Any]]
+    base_scores: list[float]
+    scores: list[float]
+    base_vectors: list[list[float]] | None
+    vectors: list[list[float]] | None
+
+
+def _insert_events(
+    deployment: Deployment, version: ModelVersion, received_at: datetime, rows: _EventRows
+) -> dict[str, Prediction]:
+    """Insert new events; return the stored prediction of every id that already existed."""
+    def dump(value: Any) -> str | None:
+        return None if value is None else orjson.dumps(value).decode()
+
+    n = len(rows.ids)
+    features = [dump(f) for f in rows.features]
+    base_vectors = [dump(v) for v in rows.base_vectors] if rows.base_vectors else [None] * n
+    vectors = [dump(v) for v in rows.vectors] if rows.vectors else [None] * n
+    table = Event._meta.db_table
+    columns = (
+        "deployment_id, external_id, event_time, received_at, features, version_id, "
+        "base_score, score, base_proba, proba"
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # One statement for the whole batch: arrays unnested server-side, conflicts skipped.
+            # Rows go in id order so that concurrent overlapping batches lock in the same order.
+            order = sorted(range(n), key=rows.ids.__getitem__)
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) "
+                "SELECT %s, t.id, t.ts, %s, t.f::jsonb, %s, t.b, t.s, t.bp::jsonb, t.p::jsonb "
+                "FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::float8[], %s::float8[], "
+                "%s::text[], %s::text[]) AS t(id, ts, f, b, s, bp, p) "
+                "ON CONFLICT (deployment_id, external_id) DO NOTHING RETURNING external_id",
+                [
+                    deployment.pk,
+                    received_at,
+                    version.pk,
+                    [rows.ids[i] for i in order],
+                    [rows.times[i] for i in order],
+                    [features[i] for i in order],
+                    [rows.base_scores[i] for i in order],
+                    [rows.scores[i] for i in order],
+                    [base_vectors[i] for i in order],
+                    [vectors[i] for i in order],
+                ],
+            )
+            inserted = {r[0] for r in cursor.fetchall()}
+            existing_ids = [i for i in rows.ids if i not in inserted]
+        else:
+            # SQLite: the transaction holds the write lock from BEGIN (IMMEDIATE), so reading the
+            # existing ids first cannot race another writer.
+            existing_ids = _existing_ids(cursor, table, deployment.pk, rows.ids)
+            skip = set(existing_ids)
+            adapt = connection.ops.adapt_datetimefield_value
+            received = adapt(received_at)
+            cursor.executemany(
+                f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (deployment_id, external_id) DO NOTHING",
+                [
+                    (
+                        deployment.pk,
+                        rows.ids[i],
+                        adapt(rows.times[i]),
+                        received,
+                        features[i],
+                        version.pk,
+                        rows.base_scores[i],
+                        rows.scores[i],
+                        base_vectors[i],
+                        vectors[i],
+                    )
+                    for i in range(n)
+                    if rows.ids[i] not in skip
+                ],
+            )
+        if not existing_ids:
+            return {}
+        return _stored_predictions(deployment, existing_ids)
+
+
+def _existing_ids(cursor: Any, table: str, deployment_id: int, ids: list[str]) -> list[str]:
+    found: list[str] = []
+    for start in range(0, len(ids), 900):  # stay under SQLite's bound-variable limit
+        chunk = ids[start : start + 900]
+        marks = ", ".join(["%s"] * len(chunk))
+        cursor.execute(
+            f"SELECT external_id FROM {table} WHERE deployment_id = %s AND external_id IN ({marks})",
+            [deployment_id, *chunk],
+        )
+        found.extend(r[0] for r in cursor.fetchall())
+    return found
+
+
+def _stored_predictions(deployment: Deployment, ids: list[str]) -> dict[str, Prediction]:
+    stored = {}
+    fields = ("external_id", "score", "base_score", "proba", "base_proba", "version__number")
+    for start in range(0, len(ids), 900):
+        chunk = ids[start : start + 900]
+        for ext, score, base, proba, base_proba, number in Event.objects.filter(
+            deployment=deployment, external_id__in=chunk
+        ).values_list(*fields):
+            stored[ext] = Prediction(
+                id=ext,
+                score=proba if proba is not None else score,
+                base_score=base_proba if base_proba is not None else base,
+                version=number,
+            )
+    return stored
+
+
+# --- feedback -----------------------------------------------------------------------------------
+
+
+def record_feedback(*, deployment: Deployment, payload: Any) -> FeedbackResult:
+    """Store labels for known, unlabeled events; the first label of an event wins."""
+    ids, labels = parse_feedback(payload, deployment)
+    now = timezone.now()
+    return _with_deadlock_retry(lambda: _update_labels(deployment, ids, labels, now))
+
+
+def _update_labels(deployment: Deployment, ids: list[str], labels: list[int], now: datetime) -> FeedbackResult:
+    table = Event._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            order = sorted(range(len(ids)), key=ids.__getitem__)
+            cursor.execute(
+                f"UPDATE {table} AS e SET label = t.label, labeled_at = %s "
+                "FROM unnest(%s::text[], %s::int2[]) AS t(id, label) "
+                "WHERE e.deployment_id = %s AND e.external_id = t.id AND e.label IS NULL "
+                "RETURNING e.external_id",
+                [now, [ids[i] for i in order], [labels[i] for i in order], deployment.pk],
+            )
+            accepted = {r[0] for r in cursor.fetchall()}
+            rest = [i for i in ids if i not in accepted]
+            labeled = set(_existing_ids(cursor, table, deployment.pk, rest)) if rest else set()
+        else:
+            # SQLite holds the write lock for the whole transaction (IMMEDIATE): no race here.
+            state = _label_state(cursor, table, deployment.pk, ids)
+            todo = [(lab, ext) for ext, lab in zip(ids, labels, strict=True) if state.get(ext) is False]
+            stamp = connection.ops.adapt_datetimefield_value(now)
+            cursor.executemany(
+                f"UPDATE {table} SET label = %s, labeled_at = %s "
+                "WHERE deployment_id = %s AND external_id = %s AND label IS NULL",
+                [(lab, stamp, deployment.pk, ext) for lab, ext in todo],
+            )
+            accepted = {ext for _, ext in todo}
+            labeled = {ext for ext, is_labeled in state.items() if is_labeled}
+    return FeedbackResult(
+        accepted=len(accepted),
+        unknown=[i for i in ids if i not in accepted and i not in labeled],
+        already_labeled=[i for i in ids if i in labeled],
+    )
+
+
+def _label_state(cursor: Any, table: str, deployment_id: int, ids: list[str]) -> dict[str, bool]:
+    state: dict[str, bool] = {}
+    for start in range(0, len(ids), 900):
+        chunk = ids[start : start + 900]
+        marks = ", ".join(["%s"] * len(chunk))
+        cursor.execute(
+            f"SELECT external_id, label IS NOT NULL FROM {table} "
+            f"WHERE deployment_id = %s AND external_id IN ({marks})",
+            [deployment_id, *chunk],
+        )
+        state.update((ext, bool(flag)) for ext, flag in cursor.fetchall())
+    return state
+
+
+def _with_deadlock_retry(write: Any) -> Any:
+    """Run a write transaction, retrying a few times when PostgreSQL breaks a deadlock.
+
+    Overlapping concurrent batches are written in id order, which avoids most deadlocks; a
+    retry covers the rest. Any other database error propagates (the API answers 503).
+    """
+    for attempt in range(_DEADLOCK_RETRIES):
+        try:
+            return write()
+        except (OperationalError, DatabaseError) as exc:
+            cause = getattr(exc, "__cause__", None)
+            sqlstate = getattr(cause, "sqlstate", None)
+            if sqlstate not in ("40P01", "40001") or attempt == _DEADLOCK_RETRIES - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")

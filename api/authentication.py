@@ -1,0 +1,53 @@
+"""Ingestion keys: ``Authorization: Key <key>``, scoped to one deployment (predict + feedback only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from adaptive.services.keys import find_active_key
+
+
+@dataclass(frozen=True)
+class IngestionPrincipal:
+    """Stands in for ``request.user`` when a request carries an ingestion key."""
+
+    deployment_id: int
+    key_id: int
+    key_name: str
+    is_authenticated: bool = True
+    is_ingestion_key: bool = True
+    is_active: bool = True
+    is_staff: bool = False
+    is_superuser: bool = False
+    pk: None = None
+
+    @property
+    def username(self) -> str:
+        return f"key:{self.key_name}"
+
+
+class IngestionKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Key"
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Invalid key header: expected 'Key <key>'.")
+        try:
+            raw = header[1].decode()
+        except UnicodeError as exc:
+            raise exceptions.AuthenticationFailed("Invalid key header: not ASCII.") from exc
+        key = find_active_key(raw)
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked ingestion key.")
+        principal = IngestionPrincipal(deployment_id=key.deployment_id, key_id=key.pk, key_name=key.name)
+        return principal, key
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword

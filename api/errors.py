@@ -1,0 +1,59 @@
+"""One error shape for the API: ``{"error": code, "field": ..., "index": ..., "detail": ...}``.
+
+Domain errors become 400/409, a lost database connection a retryable 503; nothing becomes a 500
+that the client could have avoided.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from adaptive.errors import Conflict, InvalidInput
+
+log = logging.getLogger(__name__)
+
+
+def invalid_input_body(exc: InvalidInput) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": "invalid", "field": exc.field, "detail": str(exc)}
+    if exc.index is not None:
+        body["index"] = exc.index
+    return body
+
+
+def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
+    response = HttpResponse(orjson.dumps(body), status=status_code, content_type="application/json")
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, InvalidInput):
+        return Response(invalid_input_body(exc), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, Conflict):
+        return Response({"error": "conflict", "detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, OperationalError | InterfaceError):
+        log.warning("database unavailable: %s", exc)
+        return Response(
+            {"error": "unavailable", "detail": "database unavailable; nothing was written, retry the request"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError) and isinstance(response.data, dict):
+        field, messages = next(iter(response.data.items()), ("non_field_errors", ["invalid"]))
+        first = messages[0] if isinstance(messages, list) and messages else messages
+        response.data = {"error": "invalid", "field": field, "detail": f"{field}: {first}", "errors": response.data}
+    elif isinstance(response.data, dict) and "detail" in response.data:
+        response.data = {"error": getattr(exc, "default_code", "error"), "detail": str(response.data["detail"])}
+    return response

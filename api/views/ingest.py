@@ -1,0 +1,88 @@
+"""Predict and feedback: the ingestion hot path.
+
+Bodies are parsed with orjson and validated by adaptive.services.ingest in one loop; responses
+are written with orjson. Django REST framework still authenticates and authorizes the request,
+but no serializer touches the rows.
+"""
+
+from __future__ import annotations
+
+import orjson
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from adaptive.errors import InvalidInput
+from adaptive.models import Deployment
+from adaptive.services import ingest
+from api import serializers as s
+from api.errors import json_response
+from api.permissions import CanIngest, key_may_use
+
+PREDICT_EXAMPLE = {
+    "rows": [
+        {
+            "id": "flight-2013-06-01-UA-1545",
+            "ts": "2013-06-01T05:15:00Z",
+            "features": {"dep_delay": 2.0, "distance": 1400.0, "carrier": "UA", "origin": "EWR"},
+        }
+    ]
+}
+FEEDBACK_EXAMPLE = {"labels": [{"id": "flight-2013-06-01-UA-1545", "label": "delayed"}]}
+
+
+def _deployment_for(request: Request, slug: str) -> Deployment:
+    deployment = Deployment.objects.select_related("live_version").filter(slug=slug).first()
+    if deployment is None:
+        raise NotFound(f"no deployment {slug!r}")
+    if not key_may_use(request, deployment.pk):
+        raise PermissionDenied("this ingestion key belongs to another deployment")
+    return deployment
+
+
+def _body(request: Request) -> object:
+    try:
+        return orjson.loads(request.body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput("body", f"not valid JSON: {exc}") from exc
+
+
+class PredictView(APIView):
+    permission_classes = [CanIngest]
+
+    @extend_schema(
+        summary="Score a batch of rows and store them as events",
+        description=(
+            "All-or-nothing: a bad row fails the whole batch with a 400 naming the row index and field. "
+            "Idempotent by id: an id seen before is answered with its stored prediction and not stored twice. "
+            "Batch size is capped by MAX_BATCH_ROWS."
+        ),
+        request=s.PredictRequestSerializer,
+        responses={200: s.PredictResponseSerializer, 400: s.ErrorSerializer, 409: s.ErrorSerializer},
+        examples=[OpenApiExample("One flight", value=PREDICT_EXAMPLE, request_only=True)],
+    )
+    def post(self, request: Request, slug: str) -> HttpResponse:
+        deployment = _deployment_for(request, slug)
+        predictions = ingest.predict(deployment=deployment, payload=_body(request))
+        return json_response({"predictions": predictions})
+
+
+class FeedbackView(APIView):
+    permission_classes = [CanIngest]
+
+    @extend_schema(
+        summary="Send labels for served events",
+        description=(
+            "Labels are class indexes or class names. Unknown ids and ids labeled before are listed, not "
+            "errors, so a retried batch is harmless; the first label of an event wins."
+        ),
+        request=s.FeedbackRequestSerializer,
+        responses={200: s.FeedbackResponseSerializer, 400: s.ErrorSerializer},
+        examples=[OpenApiExample("One label", value=FEEDBACK_EXAMPLE, request_only=True)],
+    )
+    def post(self, request: Request, slug: str) -> HttpResponse:
+        deployment = _deployment_for(request, slug)
+        result = ingest.record_feedback(deployment=deployment, payload=_body(request))
+        return json_response(result)

@@ -1,0 +1,1 @@
+"""Server-rendered dashboard pages (Django templates + Chart.js) reading the REST API."""

@@ -1,0 +1,71 @@
+"""Shared fixtures: users per role with API clients, a deployment with a live version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from adaptive.models import Deployment
+from adaptive.services.keys import create_key
+from adaptive.services.registry import upload_version
+from tests.factories import DeploymentFactory, UserFactory, model_artifacts
+
+
+@pytest.fixture(autouse=True)
+def _artifacts_in_tmp(settings: Any, tmp_path: Any) -> None:
+    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+
+
+def _client_for(role: str | None) -> APIClient:
+    user = UserFactory(role=role)
+    token, _ = Token.objects.get_or_create(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.user = user  # type: ignore[attr-defined]
+    return client
+
+
+@pytest.fixture
+def admin_client(db: None) -> APIClient:
+    return _client_for("admin")
+
+
+@pytest.fixture
+def operator_client(db: None) -> APIClient:
+    return _client_for("operator")
+
+
+@pytest.fixture
+def viewer_client(db: None) -> APIClient:
+    return _client_for("viewer")
+
+
+@pytest.fixture
+def norole_client(db: None) -> APIClient:
+    return _client_for(None)
+
+
+@pytest.fixture
+def anon_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def deployment(db: None) -> Deployment:
+    """A binary deployment whose first uploaded version (v1) is live."""
+    dep = DeploymentFactory()
+    weights, spec = model_artifacts()
+    upload_version(deployment=dep, spec=spec, weights=weights, actor=None)
+    dep.refresh_from_db()
+    return dep
+
+
+@pytest.fixture
+def ingest_client(deployment: Deployment) -> APIClient:
+    _, raw = create_key(deployment=deployment, name="test-key", actor=None)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Key {raw}")
+    return client
