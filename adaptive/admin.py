@@ -9,12 +9,24 @@ from adaptive import models as m
 
 @admin.register(m.Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "task", "status", "live_version", "memory_kind", "memory_revision", "retrain_policy"]
+    list_display = [
+        "slug",
+        "name",
+        "task",
+        "status",
+        "live_version",
+        "memory_kind",
+        "memory_revision",
+        "retrain_policy",
+    ]
     list_filter = ["task", "status", "memory_kind", "retrain_policy", "compensation_enabled"]
     search_fields = ["slug", "name", "description"]
     readonly_fields = ["live_version", "memory_revision", "created_at", "updated_at", "created_by"]
     fieldsets = [
-        (None, {"fields": ["slug", "name", "description", "task", "classes", "feature_schema", "status", "live_version"]}),
+        (
+            None,
+            {"fields": ["slug", "name", "description", "task", "classes", "feature_schema", "status", "live_version"]},
+        ),
         (
             "Compensation",
             {

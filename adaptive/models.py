@@ -50,9 +50,7 @@ class Deployment(models.Model):
     classes = models.JSONField(default=list)
     # [{"name": "dep_delay", "type": "numeric"}, {"name": "carrier", "type": "categorical"}, ...]
     feature_schema = models.JSONField()
-    live_version = models.ForeignKey(
-        "ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
+    live_version = models.ForeignKey("ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
 
     # Compensation (DESIGN.md 4.2)
@@ -73,9 +71,7 @@ class Deployment(models.Model):
     drift_distance = models.FloatField(default=0.1)
 
     # Retraining and gates (DESIGN.md 4.4, 4.5)
-    retrain_policy = models.CharField(
-        max_length=16, choices=RetrainPolicy.choices, default=RetrainPolicy.MANUAL
-    )
+    retrain_policy = models.CharField(max_length=16, choices=RetrainPolicy.choices, default=RetrainPolicy.MANUAL)
     retrain_cooldown_minutes = models.PositiveIntegerField(default=60)
     gate_min_metric_delta = models.FloatField(default=0.0)
     gate_max_nfr = models.FloatField(default=0.05)
@@ -127,9 +123,7 @@ class ModelVersion(models.Model):
 
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()
-    parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
-    )
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
     architecture = models.CharField(max_length=32)
     config = models.JSONField(default=dict)
     # Feature preprocessing: numeric mean/std and categorical vocabularies (see adaptive.ml).
@@ -235,7 +229,9 @@ class Event(models.Model):
     class Meta:
         ordering = ["deployment", "-event_time"]
         constraints = [
-            models.UniqueConstraint(fields=["deployment", "external_id"], name="event_external_id_unique_per_deployment"),
+            models.UniqueConstraint(
+                fields=["deployment", "external_id"], name="event_external_id_unique_per_deployment"
+            ),
         ]
         indexes = [
             # Time-range reads (windows, replay sampling): WHERE deployment = ? AND event_time BETWEEN ...
@@ -404,7 +400,9 @@ class Job(models.Model):
                 condition=Q(kind="retrain", status__in=["queued", "running"]),
                 name="one_active_retrain_per_deployment",
             ),
-            models.CheckConstraint(condition=Q(progress__gte=0) & Q(progress__lte=1), name="job_progress_in_unit_interval"),
+            models.CheckConstraint(
+                condition=Q(progress__gte=0) & Q(progress__lte=1), name="job_progress_in_unit_interval"
+            ),
         ]
         indexes = [
             # Jobs page and coalescing: WHERE deployment = ? AND kind = ? AND status IN (...)
@@ -472,7 +470,9 @@ class AuditEntry(models.Model):
     deployment = models.ForeignKey(
         Deployment, null=True, blank=True, on_delete=models.CASCADE, related_name="audit_entries"
     )
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     actor_label = models.CharField(max_length=64, help_text="Username at the time, or 'policy' / 'system'.")
     action = models.CharField(max_length=32, choices=Action.choices)
     from_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

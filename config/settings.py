@@ -134,6 +134,8 @@ STORAGES = {
 # --- Adaptive engine --------------------------------------------------------------------------
 # Where model weights (safetensors) and memory snapshots are stored.
 ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT") or VAR_DIR / "artifacts")
+# Threads per process for PyTorch; 0 keeps its default (all cores).
+TORCH_NUM_THREADS = env_int("TORCH_NUM_THREADS", 0, minimum=0)
 ADAPTIVE_DEVICE = env_choice("ADAPTIVE_DEVICE", "auto", ("auto", "cpu", "cuda"))
 MAX_WEIGHTS_BYTES = env_int("MAX_WEIGHTS_BYTES", 200 * 1024 * 1024, minimum=1024)
 MAX_BATCH_ROWS = env_int("MAX_BATCH_ROWS", 5000, minimum=1)
@@ -168,6 +170,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "DeploymentStatusEnum": "adaptive.models.Deployment.Status",
+        "VersionStatusEnum": "adaptive.models.ModelVersion.Status",
+    },
 }
 
 # --- Celery -----------------------------------------------------------------------------------

@@ -229,9 +229,7 @@ class DeepFM(TabularModel):
         fm = 0.5 * (summed * summed - (fields * fields).sum(dim=1))
         deep: torch.Tensor = self.layers(fields.flatten(1))
         first_order = numeric @ self.first_order_numeric
-        first_order = first_order + _lookup(self.first_order_categorical, categorical, 1, numeric).sum(
-            dim=(1, 2)
-        )
+        first_order = first_order + _lookup(self.first_order_categorical, categorical, 1, numeric).sum(dim=(1, 2))
         return torch.cat([deep, fm, first_order.unsqueeze(1)], dim=1)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
@@ -279,8 +277,7 @@ def resolve_config(name: str, config: Mapping[str, Any] | None) -> dict[str, Any
     embedding_dim = config.get("embedding_dim", DEFAULT_EMBEDDING_DIM)
     if not _is_int(embedding_dim) or not 1 <= embedding_dim <= MAX_EMBEDDING_DIM:
         raise ArchitectureError(
-            f"{name} config: embedding_dim must be an integer in 1..{MAX_EMBEDDING_DIM}, "
-            f"got {embedding_dim!r}"
+            f"{name} config: embedding_dim must be an integer in 1..{MAX_EMBEDDING_DIM}, got {embedding_dim!r}"
         )
     dropout = config.get("dropout", 0.0)
     if (
@@ -309,9 +306,7 @@ def build_model(name: str, config: Mapping[str, Any] | None, spec: InputSpec, n_
     if not _is_int(spec.n_numeric) or spec.n_numeric < 0:
         raise ArchitectureError(f"input spec: n_numeric must be >= 0, got {spec.n_numeric!r}")
     if not all(_is_int(cardinality) and cardinality >= 1 for cardinality in spec.cardinalities):
-        raise ArchitectureError(
-            f"input spec: cardinalities must be positive integers, got {spec.cardinalities!r}"
-        )
+        raise ArchitectureError(f"input spec: cardinalities must be positive integers, got {spec.cardinalities!r}")
     if spec.n_numeric + spec.n_categorical == 0:
         raise ArchitectureError("input spec has no features")
     return ARCHITECTURES[name].from_config(spec, n_outputs, resolved)

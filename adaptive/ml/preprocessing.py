@@ -17,6 +17,7 @@ so a vocab fitted on ``7`` also matches ``"7"``.
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ import torch
 NUMERIC: Final = "numeric"
 CATEGORICAL: Final = "categorical"
 FEATURE_TYPES: Final = (NUMERIC, CATEGORICAL)
+
+_FLOAT64_MAX: Final = sys.float_info.max
+_FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
 
 # Index of the bucket shared by every categorical value the vocab does not know.
 UNKNOWN_INDEX: Final = 0
@@ -103,9 +107,7 @@ def parse_schema(obj: object) -> FeatureSchema:
             raise SchemaError(f"feature {position}: duplicate name {name!r}")
         kind = entry.get("type")
         if kind not in FEATURE_TYPES:
-            raise SchemaError(
-                f"feature {name!r}: type must be one of {', '.join(FEATURE_TYPES)}, got {kind!r}"
-            )
+            raise SchemaError(f"feature {name!r}: type must be one of {', '.join(FEATURE_TYPES)}, got {kind!r}")
         seen.add(name)
         names.append(name)
         (numeric if kind == NUMERIC else categorical).append(name)
@@ -218,9 +220,7 @@ def validate_preprocessing(schema: FeatureSchema, stats: object) -> None:
     for section in FEATURE_TYPES:
         part = stats.get(section, {})
         if not isinstance(part, dict):
-            raise PreprocessingError(
-                f"preprocessing stats: {section!r} must be an object, got {_describe(part)}"
-            )
+            raise PreprocessingError(f"preprocessing stats: {section!r} must be an object, got {_describe(part)}")
         sections[section] = part
     expected = {NUMERIC: set(schema.numeric), CATEGORICAL: set(schema.categorical)}
     for section, other in ((NUMERIC, CATEGORICAL), (CATEGORICAL, NUMERIC)):
@@ -288,7 +288,7 @@ def fit_preprocessing(
     if not rows:
         raise PreprocessingError("cannot fit preprocessing stats on zero rows")
     indexes = [_FirstSeenIndex() for _ in schema.categorical]
-    raw, codes = _read_rows(schema, rows, indexes)
+    raw, codes = _read_rows(schema, rows, indexes, [(-_FLOAT64_MAX, _FLOAT64_MAX)] * len(schema.numeric))
 
     numeric: dict[str, dict[str, float]] = {}
     for column, name in enumerate(schema.numeric):
@@ -299,7 +299,8 @@ def fit_preprocessing(
             # would blow up the first value that differs; make "constant" exact instead.
             mean, std = low, 0.0
         else:
-            mean, std = float(values.mean()), float(values.std())
+            with np.errstate(over="ignore"):  # checked just below
+                mean, std = float(values.mean()), float(values.std())
         if not (math.isfinite(mean) and math.isfinite(std)):
             raise PreprocessingError(f"{name}: values are too large to standardise")
         numeric[name] = {"mean": mean, "std": std}
@@ -332,9 +333,16 @@ class FeatureEncoder:
         # A constant training column has std 0: every value then maps to (x - mean) / 1.
         self._std = np.array([numeric_stats[name]["std"] or 1.0 for name in schema.numeric], dtype=np.float64)
         self._indexes = tuple(
-            _VocabIndex({value: i + 1 for i, value in enumerate(vocabs[name]["vocab"])})
-            for name in schema.categorical
+            _VocabIndex({value: i + 1 for i, value in enumerate(vocabs[name]["vocab"])}) for name in schema.categorical
         )
+        # Raw values whose standardised value fits float32, checked per value while reading so the
+        # first bad value in the batch is the one reported. The margin absorbs float64 rounding.
+        with np.errstate(over="ignore"):  # a huge std overflows to inf: then only float64 bounds apply
+            span = self._std * (_FLOAT32_MAX * 0.999)
+            lows, highs = (self._mean - span).tolist(), (self._mean + span).tolist()
+        self._bounds = [
+            (max(low, -_FLOAT64_MAX), min(high, _FLOAT64_MAX)) for low, high in zip(lows, highs, strict=True)
+        ]
         self.spec = InputSpec(
             n_numeric=len(schema.numeric),
             cardinalities=tuple(len(index) + 1 for index in self._indexes),
@@ -342,10 +350,10 @@ class FeatureEncoder:
 
     def encode(self, rows: list[dict[str, Any]]) -> TabularBatch:
         """Validate and encode ``rows``; raises ``RowError`` for the first invalid value."""
-        raw, codes = _read_rows(self.schema, rows, self._indexes)
+        raw, codes = _read_rows(self.schema, rows, self._indexes, self._bounds)
         scaled = ((raw - self._mean) / self._std).astype(np.float32)
         if not np.isfinite(scaled).all():
-            # Finite inputs can still leave float32's range once standardised (1e300, say).
+            # Unreachable given the bounds above; kept so a rounding surprise fails loudly, not as inf.
             row, column = (int(i) for i in np.argwhere(~np.isfinite(scaled))[0])
             raise RowError(row, self.schema.numeric[column], "number out of range")
         return TabularBatch(torch.from_numpy(scaled), torch.from_numpy(codes))
@@ -371,12 +379,16 @@ class _FirstSeenIndex(dict[str, int]):
 
 
 def _read_rows(
-    schema: FeatureSchema, rows: list[dict[str, Any]], indexes: Sequence[dict[str, int]]
+    schema: FeatureSchema,
+    rows: list[dict[str, Any]],
+    indexes: Sequence[dict[str, int]],
+    bounds: Sequence[tuple[float, float]],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate rows and return raw numeric values (float64) and categorical codes (int64).
 
-    Codes come from ``indexes[j][key]`` for categorical feature ``j``. One loop, schema order within a
-    row, so the error raised is always the first problem in reading order.
+    Codes come from ``indexes[j][key]`` for categorical feature ``j``; numeric feature ``j`` must lie in
+    ``bounds[j]`` (which also rules out NaN and infinities). One loop, schema order within a row, so the
+    error raised is always the first problem in reading order.
     """
     if not isinstance(rows, list):
         raise TypeError(f"rows must be a list, got {type(rows).__name__}")
@@ -384,39 +396,37 @@ def _read_rows(
     n_features = len(schema.names)
     numeric: list[float] = [0.0] * (n_rows * n_numeric)
     categorical: list[int] = [0] * (n_rows * n_categorical)
-    # (name, column, vocab index or None for a numeric feature), in schema order.
+    # (name, column, vocab index or None for a numeric feature, low, high), in schema order.
+    plan: list[tuple[str, int, dict[str, int] | None, float, float]] = []
     numeric_columns = {name: column for column, name in enumerate(schema.numeric)}
     categorical_columns = {name: column for column, name in enumerate(schema.categorical)}
-    plan = [
-        (name, numeric_columns[name], None)
-        if name in numeric_columns
-        else (name, categorical_columns[name], indexes[categorical_columns[name]])
-        for name in schema.names
-    ]
-    isfinite = math.isfinite
+    for name in schema.names:
+        if name in numeric_columns:
+            column = numeric_columns[name]
+            plan.append((name, column, None, *bounds[column]))
+        else:
+            column = categorical_columns[name]
+            plan.append((name, column, indexes[column], 0.0, 0.0))
     numeric_base = categorical_base = 0
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise RowError(i, None, f"expected an object, got {_describe(row)}")
         if len(row) != n_features:
             raise _key_problem(schema, i, row)
-        for name, column, index in plan:
+        for name, column, index, low, high in plan:
             try:
                 value = row[name]
             except KeyError:
                 raise _key_problem(schema, i, row) from None
+            # Exact type checks first: they are what JSON gives, they are fast, and they keep bool
+            # (a subclass of int) from passing as a number or an integer category.
             kind = type(value)
             if index is None:
-                # Exact type checks first: they are the common case and bool must not pass as int.
-                if kind is float:
-                    if not isfinite(value):
-                        raise RowError(i, name, f"must be a finite number, got {value}")
-                elif kind is not int:
-                    if isinstance(value, bool) or not isinstance(value, (int, float)):
-                        raise RowError(i, name, f"expected a number, got {_describe(value)}")
-                    value = float(value)  # a float/int subclass such as numpy.float64
-                    if not isfinite(value):
-                        raise RowError(i, name, f"must be a finite number, got {value}")
+                if kind is not float and kind is not int:
+                    value = _as_number(i, name, value)
+                # One comparison rejects NaN and infinities too (NaN compares false).
+                if not low <= value <= high:
+                    raise _range_problem(i, name, value)
                 numeric[numeric_base + column] = value
             else:
                 if kind is str:
@@ -426,20 +436,40 @@ def _read_rows(
                 elif kind is int:
                     key = str(value)
                 else:
-                    raise RowError(i, name, f"expected a string, integer or boolean, got {_describe(value)}")
+                    key = _as_category(i, name, value)
                 categorical[categorical_base + column] = index[key]
         numeric_base += n_numeric
         categorical_base += n_categorical
-    try:
-        raw = np.array(numeric, dtype=np.float64).reshape(n_rows, n_numeric)
-    except OverflowError:
-        # Only a Python int beyond float64's range gets here; find it to name it.
-        position = next(k for k, value in enumerate(numeric) if abs(value) > sys.float_info.max)
-        raise RowError(
-            position // n_numeric, schema.numeric[position % n_numeric], "number out of range"
-        ) from None
+    raw = np.array(numeric, dtype=np.float64).reshape(n_rows, n_numeric)
     codes = np.array(categorical, dtype=np.int64).reshape(n_rows, n_categorical)
     return raw, codes
+
+
+def _as_number(index: int, name: str, value: object) -> float:
+    """A non-builtin number (numpy.float32, say) as a float; anything else is a RowError."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        try:
+            return float(value)
+        except OverflowError:
+            raise RowError(index, name, "number out of range") from None
+    raise RowError(index, name, f"expected a number, got {_describe(value)}")
+
+
+def _as_category(index: int, name: str, value: object) -> str:
+    """The key of a non-builtin category (numpy.int64, numpy.str_); floats and containers are errors."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    raise RowError(index, name, f"expected a string, integer or boolean, got {_describe(value)}")
+
+
+def _range_problem(index: int, name: str, value: float) -> RowError:
+    if isinstance(value, float) and not math.isfinite(value):
+        return RowError(index, name, f"must be a finite number, got {value}")
+    return RowError(index, name, "number out of range")
 
 
 def _key_problem(schema: FeatureSchema, index: int, row: dict[Any, Any]) -> RowError:
@@ -466,11 +496,11 @@ def _describe(value: object) -> str:
     """The JSON name of a value's type, as an API client would understand it."""
     if value is None:
         return "null"
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         return "boolean"
-    if isinstance(value, int):
+    if isinstance(value, numbers.Integral):
         return "integer"
-    if isinstance(value, float):
+    if isinstance(value, numbers.Real):
         return "floating-point number"
     if isinstance(value, str):
         return "string"

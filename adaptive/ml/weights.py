@@ -63,9 +63,7 @@ def check_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor]) -> list
     """
     expected = model.state_dict()
     problems = [f"{key}: missing" for key in expected if key not in tensors]
-    problems += [
-        f"{key}: unexpected (the model has no such parameter)" for key in tensors if key not in expected
-    ]
+    problems += [f"{key}: unexpected (the model has no such parameter)" for key in tensors if key not in expected]
     for key, want in expected.items():
         got = tensors.get(key)
         if got is None:

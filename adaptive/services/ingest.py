@@ -143,7 +143,9 @@ def _label_index(raw: Any, lookup: dict[Any, int], deployment: Deployment, index
     elif isinstance(raw, str) and raw in lookup:
         return lookup[raw]
     allowed = ", ".join(repr(c) for c in deployment.classes)
-    raise InvalidInput("label", f"{raw!r} is not a class: use an index 0..{n_classes - 1} or one of {allowed}", index=index)
+    raise InvalidInput(
+        "label", f"{raw!r} is not a class: use an index 0..{n_classes - 1} or one of {allowed}", index=index
+    )
 
 
 # --- predict ------------------------------------------------------------------------------------
@@ -205,6 +207,7 @@ def _insert_events(
     deployment: Deployment, version: ModelVersion, received_at: datetime, rows: _EventRows
 ) -> dict[str, Prediction]:
     """Insert new events; return the stored prediction of every id that already existed."""
+
     def dump(value: Any) -> str | None:
         return None if value is None else orjson.dumps(value).decode()
 
@@ -355,8 +358,7 @@ def _label_state(cursor: Any, table: str, deployment_id: int, ids: list[str]) ->
         chunk = ids[start : start + 900]
         marks = ", ".join(["%s"] * len(chunk))
         cursor.execute(
-            f"SELECT external_id, label IS NOT NULL FROM {table} "
-            f"WHERE deployment_id = %s AND external_id IN ({marks})",
+            f"SELECT external_id, label IS NOT NULL FROM {table} WHERE deployment_id = %s AND external_id IN ({marks})",
             [deployment_id, *chunk],
         )
         state.update((ext, bool(flag)) for ext, flag in cursor.fetchall())

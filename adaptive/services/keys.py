@@ -33,7 +33,10 @@ def create_key(*, deployment: Deployment, name: str, actor: Any) -> tuple[Ingest
             created_by=actor if getattr(actor, "pk", None) else None,
         )
         audit.record(
-            action=AuditEntry.Action.CREATE_KEY, deployment=deployment, actor=actor, details={"key": name, "prefix": prefix}
+            action=AuditEntry.Action.CREATE_KEY,
+            deployment=deployment,
+            actor=actor,
+            details={"key": name, "prefix": prefix},
         )
     return key, raw
 

@@ -109,12 +109,12 @@ def check_weights(deployment: Deployment, spec: dict[str, Any], data: bytes) -> 
         raise InvalidInput("weights", f"do not fit architecture {spec['architecture']!r}: {shown}")
     key_mean = spec.get("key_mean")
     if key_mean is not None and len(key_mean) != model.hidden_dim:
-        raise InvalidInput("spec.key_mean", f"has {len(key_mean)} values, the model's hidden layer has {model.hidden_dim}")
+        raise InvalidInput(
+            "spec.key_mean", f"has {len(key_mean)} values, the model's hidden layer has {model.hidden_dim}"
+        )
 
 
-def upload_version(
-    *, deployment: Deployment, spec: Any, weights: bytes, actor: Any
-) -> tuple[ModelVersion, bool]:
+def upload_version(*, deployment: Deployment, spec: Any, weights: bytes, actor: Any) -> tuple[ModelVersion, bool]:
     """Register a new version after checking its weights; returns (version, created).
 
     Uploading the same weights with the same spec again returns the existing version, so a

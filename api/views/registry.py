@@ -41,7 +41,12 @@ FLIGHTS_SCHEMA_EXAMPLE = {
         summary="Create a deployment (admins)",
         description="Idempotent: repeating a create with the same definition returns the existing deployment (200).",
         examples=[OpenApiExample("Flights", value=FLIGHTS_SCHEMA_EXAMPLE, request_only=True)],
-        responses={201: s.DeploymentSerializer, 200: s.DeploymentSerializer, 400: s.ErrorSerializer, 409: s.ErrorSerializer},
+        responses={
+            201: s.DeploymentSerializer,
+            200: s.DeploymentSerializer,
+            400: s.ErrorSerializer,
+            409: s.ErrorSerializer,
+        },
     ),
 )
 class DeploymentListView(generics.ListCreateAPIView):
@@ -101,7 +106,9 @@ class VersionListView(generics.ListAPIView):
         except orjson.JSONDecodeError as exc:
             raise InvalidInput("spec", f"not valid JSON: {exc}") from exc
         if upload.size is not None and upload.size > settings.MAX_WEIGHTS_BYTES:
-            raise InvalidInput("weights", f"file is {upload.size} bytes, over the limit of {settings.MAX_WEIGHTS_BYTES}")
+            raise InvalidInput(
+                "weights", f"file is {upload.size} bytes, over the limit of {settings.MAX_WEIGHTS_BYTES}"
+            )
         version, created = registry.upload_version(
             deployment=deployment, spec=spec, weights=upload.read(), actor=request.user
         )
@@ -144,4 +151,3 @@ class IngestionKeyListView(APIView):
         body = s.IngestionKeyCreatedSerializer(key).data
         body["key"] = raw
         return Response(body, status=status.HTTP_201_CREATED)
-

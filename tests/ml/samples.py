@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import torch
+
+from adaptive.ml.preprocessing import InputSpec, TabularBatch
+
 SCHEMA_JSON: Final[list[dict[str, str]]] = [
     {"name": "dep_delay", "type": "numeric"},
     {"name": "carrier", "type": "categorical"},
@@ -34,3 +38,16 @@ def make_row(**overrides: Any) -> dict[str, Any]:
         else:
             row[key] = value
     return row
+
+
+# Three numeric features and two categorical ones with 4 and 3 known values (+1 unknown bucket).
+SPEC: Final = InputSpec(n_numeric=3, cardinalities=(5, 4))
+
+
+def random_batch(spec: InputSpec, n: int = 7, seed: int = 0) -> TabularBatch:
+    """A reproducible batch of standard-normal numeric values and uniform categorical indices."""
+    generator = torch.Generator().manual_seed(seed)
+    numeric = torch.randn(n, spec.n_numeric, generator=generator)
+    columns = [torch.randint(0, cardinality, (n,), generator=generator) for cardinality in spec.cardinalities]
+    categorical = torch.stack(columns, dim=1) if columns else torch.zeros(n, 0, dtype=torch.int64)
+    return TabularBatch(numeric, categorical)

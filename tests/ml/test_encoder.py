@@ -41,15 +41,23 @@ def test_encode_standardises_numeric_features(encoder: FeatureEncoder) -> None:
     batch = encoder.encode([make_row(dep_delay=5.0, distance=250), make_row(dep_delay=-1, distance=100.0)])
 
     std = math.sqrt(1.25)
-    expected = [[(5.0 - 2.5) / std, 250 - 100.0], [(-1 - 2.5) / std, 0.0]]  # distance: std 0 -> divide by 1
+    expected = [(5.0 - 2.5) / std, 250 - 100.0, (-1 - 2.5) / std, 0.0]  # distance: std 0 -> divide by 1
     assert batch.numeric.dtype == torch.float32
-    assert batch.numeric.tolist() == pytest.approx(expected, rel=1e-6)
+    assert batch.numeric.shape == (2, 2)
+    assert batch.numeric.flatten().tolist() == pytest.approx(expected, rel=1e-6)
 
 
 def test_encode_accepts_numpy_scalars(encoder: FeatureEncoder) -> None:
-    batch = encoder.encode([make_row(dep_delay=np.float64(2.5), distance=np.float32(100.0))])
+    rows = [
+        make_row(dep_delay=np.float64(2.5), distance=np.float32(100.0), carrier=np.str_("AA"), hour=np.int64(18)),
+        make_row(dep_delay=np.int32(2), distance=np.int64(100), carrier="UA", hour=np.bool_(True)),
+    ]
 
-    assert batch.numeric.tolist() == [[0.0, 0.0]]
+    batch = encoder.encode(rows)
+
+    assert batch.numeric[0].tolist() == [0.0, 0.0]
+    assert batch.numeric[1, 1].item() == 0.0
+    assert batch.categorical.tolist() == [[2, 2], [1, 3]]
 
 
 def test_encode_of_no_rows_is_an_empty_batch(encoder: FeatureEncoder) -> None:
@@ -88,7 +96,13 @@ def test_encode_requires_a_list(encoder: FeatureEncoder) -> None:
         (make_row(carrier=7.0), "carrier", "expected a string, integer or boolean, got floating-point number"),
         (make_row(hour=["7"]), "hour", "expected a string, integer or boolean, got array"),
         (make_row(hour={"h": 7}), "hour", "expected a string, integer or boolean, got object"),
-        (make_row(dep_delay="x", hour=None), "dep_delay", "expected a number"),  # schema order within a row
+        (make_row(dep_delay="x", hour=None), "dep_delay", "expected a number, got string"),  # schema order
+        (
+            make_row(carrier=np.float64(7.0)),
+            "carrier",
+            "expected a string, integer or boolean, got floating-point number",
+        ),
+        (make_row(dep_delay=np.bool_(True)), "dep_delay", "expected a number, got boolean"),
     ],
 )
 def test_row_error_names_index_field_and_reason(

@@ -30,7 +30,11 @@ class Command(BaseCommand):
             password_file.write_text(password + "\n")
             password_file.chmod(0o600)
         else:
-            password = password_file.read_text().strip() if password_file.exists() else "(unchanged; set it with manage.py changepassword)"
+            password = (
+                password_file.read_text().strip()
+                if password_file.exists()
+                else "(unchanged; set it with manage.py changepassword)"
+            )
         user.groups.add(Group.objects.get(name="admin"))
         token, _ = Token.objects.get_or_create(user=user)
         self.stdout.write(f"Log in as {username!r} with password {password!r}")
