@@ -2,7 +2,8 @@
 
 Loading a version reads its safetensors file, checks the sha256 and builds the model once;
 predict calls then only encode rows and run a forward pass. Versions are immutable, so the
-cache is keyed by version id and never goes stale; the live version is read per request.
+cache is keyed by (version id, weights sha256) and never goes stale; the live version is read
+per request.
 """
 
 from __future__ import annotations
@@ -37,16 +38,17 @@ class LoadedVersion:
         return self.model.predict_proba(batch)
 
 
-_cache: OrderedDict[int, LoadedVersion] = OrderedDict()
+_cache: OrderedDict[tuple[int, str], LoadedVersion] = OrderedDict()
 _lock = threading.Lock()
 
 
 def load_version(deployment: Deployment, version: ModelVersion) -> LoadedVersion:
     """The loaded model of a version, from this process's cache when possible."""
+    cache_key = (version.pk, version.weights_sha256)
     with _lock:
-        cached = _cache.get(version.pk)
+        cached = _cache.get(cache_key)
         if cached is not None:
-            _cache.move_to_end(version.pk)
+            _cache.move_to_end(cache_key)
             return cached
     schema = parse_schema(deployment.feature_schema)
     model = build_model(
@@ -62,7 +64,7 @@ def load_version(deployment: Deployment, version: ModelVersion) -> LoadedVersion
         multiclass=deployment.n_outputs > 1,
     )
     with _lock:
-        _cache[version.pk] = loaded
+        _cache[cache_key] = loaded
         while len(_cache) > _MAX_CACHED:
             _cache.popitem(last=False)
     return loaded

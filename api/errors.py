@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 import orjson
-from django.db import InterfaceError, OperationalError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -40,6 +40,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(invalid_input_body(exc), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, Conflict):
         return Response({"error": "conflict", "detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, DataError):
+        # A value the validators let through but the database refuses (e.g. a NUL character in a
+        # string for PostgreSQL). The transaction rolled back: nothing was written.
+        return Response(
+            {"error": "invalid", "field": "body", "detail": f"the database refused a value: {exc}".strip()},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     if isinstance(exc, OperationalError | InterfaceError):
         log.warning("database unavailable: %s", exc)
         return Response(

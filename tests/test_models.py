@@ -239,20 +239,42 @@ def test_every_model_has_a_readable_str(deployment: Deployment) -> None:
     event = _event(deployment, "flight-1")
     release = Release.objects.get(deployment=deployment)
     sample = ErrorSample.objects.create(
-        deployment=deployment, version=version, event=event, key=b"\0" * 8, label=1, base_score=0.4,
-        revision=1, written_at=T0,
+        deployment=deployment,
+        version=version,
+        event=event,
+        key=b"\0" * 8,
+        label=1,
+        base_score=0.4,
+        revision=1,
+        written_at=T0,
     )
     window = Window.objects.create(deployment=deployment, version=version, start=T0, end=T0 + timedelta(hours=1))
     drift = DriftMetric.objects.create(
-        window=window, column="dep_delay", method="ks", statistic=0.25, p_value=0.01, threshold=0.05,
+        window=window,
+        column="dep_delay",
+        method="ks",
+        statistic=0.25,
+        p_value=0.01,
+        threshold=0.05,
         level=DriftMetric.Level.DRIFT,
     )
     job = Job.objects.create(deployment=deployment, kind=Job.Kind.RETRAIN)
     candidate = _version(deployment, 2)
     flip = FlipReport.objects.create(
-        deployment=deployment, old_version=version, new_version=candidate, n=100, old_accuracy=0.8,
-        new_accuracy=0.82, nfr=0.0125, nfr_low=0.0, nfr_high=0.05, pfr=0.03, pfr_low=0.01, pfr_high=0.08,
-        disagreement=0.04, mcnemar_p=0.3,
+        deployment=deployment,
+        old_version=version,
+        new_version=candidate,
+        n=100,
+        old_accuracy=0.8,
+        new_accuracy=0.82,
+        nfr=0.0125,
+        nfr_low=0.0,
+        nfr_high=0.05,
+        pfr=0.03,
+        pfr_low=0.01,
+        pfr_high=0.08,
+        disagreement=0.04,
+        mcnemar_p=0.3,
     )
     audit = AuditEntry.objects.get(deployment=deployment, action=AuditEntry.Action.UPLOAD_VERSION)
     key = IngestionKey.objects.create(deployment=deployment, name="edge", prefix="abcdef0123", key_hash="0" * 64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
@@ -28,17 +29,21 @@ def create_deployment(*, fields: dict[str, Any], actor: Any) -> tuple[Deployment
     """
     slug = fields["slug"]
     with transaction.atomic():
-        existing = Deployment.objects.select_for_update().filter(slug=slug).first()
+        existing = Deployment.objects.filter(slug=slug).first()
+        if existing is None:
+            try:
+                with transaction.atomic():
+                    deployment = Deployment.objects.create(**fields, created_by=_user(actor))
+            except IntegrityError:
+                # Another create of the same slug committed first (PostgreSQL made this insert wait
+                # for it); judge this request against the winner's row like any repeated create.
+                existing = Deployment.objects.filter(slug=slug).first()
+                if existing is None:
+                    raise
         if existing is not None:
             if all(getattr(existing, name) == value for name, value in fields.items()):
                 return existing, False
             raise Conflict(f"a deployment with slug {slug!r} already exists with a different definition")
-        try:
-            with transaction.atomic():
-                deployment = Deployment.objects.create(**fields, created_by=_user(actor))
-        except IntegrityError as exc:
-            # Two creators raced on the same slug; the loser retries and finds the winner's row.
-            raise Conflict(f"a deployment with slug {slug!r} was created concurrently; retry") from exc
         audit.record(
             action=AuditEntry.Action.CREATE_DEPLOYMENT,
             deployment=deployment,
@@ -94,9 +99,12 @@ def check_weights(deployment: Deployment, spec: dict[str, Any], data: bytes) -> 
         raise InvalidInput("weights", f"file is {len(data)} bytes, over the limit of {settings.MAX_WEIGHTS_BYTES}")
     schema = parse_schema(deployment.feature_schema)
     try:
-        model = build_model(
-            spec["architecture"], spec["config"], input_spec(schema, spec["preprocessing"]), deployment.n_outputs
-        )
+        # On the meta device the model has shapes but no storage: a config with huge layers cannot
+        # make the server allocate memory before the weights are compared with it.
+        with torch.device("meta"):
+            model = build_model(
+                spec["architecture"], spec["config"], input_spec(schema, spec["preprocessing"]), deployment.n_outputs
+            )
     except ArchitectureError as exc:
         raise InvalidInput("spec.architecture", str(exc)) from exc
     try:

@@ -11,6 +11,7 @@ import orjson
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -51,6 +52,8 @@ def _body(request: Request) -> object:
 
 class PredictView(APIView):
     permission_classes = [CanIngest]
+    # Bodies are read with orjson from request.body; the parser only documents the media type.
+    parser_classes = [JSONParser]
 
     @extend_schema(
         summary="Score a batch of rows and store them as events",
@@ -71,6 +74,7 @@ class PredictView(APIView):
 
 class FeedbackView(APIView):
     permission_classes = [CanIngest]
+    parser_classes = [JSONParser]
 
     @extend_schema(
         summary="Send labels for served events",
