@@ -22,7 +22,9 @@ def test_health_is_public_and_reports_database_and_broker(anon_client):
 
 @pytest.mark.django_db
 def test_health_is_503_when_the_broker_is_unreachable(anon_client, monkeypatch):
-    # A real Celery app pointed at a closed port: the connection genuinely fails.
+    # A real Celery app pointed at a closed port: the connection genuinely fails. Celery prefers
+    # the CELERY_BROKER_URL environment variable over the constructor's broker, so drop it here.
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
     dead = Celery("dead", broker="redis://127.0.0.1:1/0")
     monkeypatch.setattr(health_view, "celery_app", dead)
     response = anon_client.get("/api/v1/health")
