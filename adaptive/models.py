@@ -56,11 +56,12 @@ class Deployment(models.Model):
     # Compensation (DESIGN.md 4.2)
     compensation_enabled = models.BooleanField(default=True)
     memory_kind = models.CharField(max_length=16, choices=MemoryKind.choices, default=MemoryKind.EXACT)
-    memory_capacity = models.PositiveIntegerField(default=100_000)
+    # Defaults are the exact memory's values tuned on the dev streams (bench/RESULTS-stream-replay.md).
+    memory_capacity = models.PositiveIntegerField(default=50_000)
     memory_k = models.PositiveIntegerField(default=100)
-    compensation_lambda = models.FloatField(default=0.5)
-    compensation_gamma = models.FloatField(default=1.0)
-    compensation_tau = models.FloatField(default=0.1)
+    compensation_lambda = models.FloatField(default=0.7)
+    compensation_gamma = models.FloatField(default=0.5)
+    compensation_tau = models.FloatField(default=0.05)
     # Bumped each time the error memory changes; serving processes compare it to their cache.
     memory_revision = models.BigIntegerField(default=0)
 

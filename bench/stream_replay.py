@@ -82,6 +82,8 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
+from adaptive.ml import compensation as comp_defaults  # noqa: E402
+from adaptive.ml import memory as memory_defaults  # noqa: E402
 from adaptive.ml.architectures import TabularModel, logits_to_proba  # noqa: E402
 from adaptive.ml.compensation import CompensationConfig, compensate, fit_key_mean, keys_from_hidden  # noqa: E402
 from adaptive.ml.flips import log_loss, roc_auc  # noqa: E402
@@ -160,19 +162,20 @@ class MemorySettings:
     every value.
     """
 
-    k: int = 100
-    tau: float = 0.05
-    capacity: int = 50_000
-    lam: float = 0.7
-    gamma: float = 0.5
-    shrink: float = 2.0
-    n_tables: int = 32
-    n_bits: int = 10
-    sketch_tau: float = 0.1
-    half_life: float | None = None
-    sketch_lam: float = 1.0
-    sketch_gamma: float = 0.5
-    sketch_shrink: float = 20.0
+    # The library's defaults are the tuned values (single source of truth).
+    k: int = memory_defaults.DEFAULT_EXACT_K
+    tau: float = memory_defaults.DEFAULT_TAU
+    capacity: int = memory_defaults.DEFAULT_EXACT_CAPACITY
+    lam: float = comp_defaults.DEFAULT_LAMBDA
+    gamma: float = comp_defaults.DEFAULT_GAMMA
+    shrink: float = comp_defaults.DEFAULT_SHRINK
+    n_tables: int = memory_defaults.DEFAULT_SKETCH_TABLES
+    n_bits: int = memory_defaults.DEFAULT_SKETCH_BITS
+    sketch_tau: float = memory_defaults.DEFAULT_SKETCH_TAU
+    half_life: float | None = memory_defaults.DEFAULT_SKETCH_HALF_LIFE
+    sketch_lam: float = comp_defaults.SKETCH_LAMBDA
+    sketch_gamma: float = comp_defaults.SKETCH_GAMMA
+    sketch_shrink: float = comp_defaults.SKETCH_SHRINK
 
     def memory(self, kind: str, dim: int, seed: int) -> ErrorMemory:
         """A fresh, empty memory of ``kind`` for keys of width ``dim`` (binary labels)."""

@@ -1,0 +1,45 @@
+"""Smoke test: the memory benchmark runs end to end on a tiny slice and prints its tables."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "memory.py"
+
+
+def load_script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    # bench/ is a folder of scripts, not a package: load the file itself. dataclasses look their
+    # module up in sys.modules, so it is registered there for the length of the test.
+    spec = importlib.util.spec_from_file_location("bench_memory", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_prints_the_throughput_overhead_and_target_tables(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = load_script(monkeypatch)
+    threads = torch.get_num_threads()
+    started = time.perf_counter()
+
+    status = bench.main(["--quick"])
+
+    out = capsys.readouterr().out
+    assert status == 0
+    assert time.perf_counter() - started < 10
+    assert "| memory | entries | MB | fill s | add b=1 | add b=256 | estimate b=1 | estimate b=256 |" in out
+    assert "| exact | 1,000 |" in out and "| sketch | 1,000 |" in out
+    assert "| forward (predict_proba) |" in out
+    assert "sketch/exact estimate speed, 1,000 entries, batch 256" in out
+    assert out.count("PASS") + out.count("MISS") == 4
+    assert torch.get_num_threads() == threads  # --threads 1 is undone on the way out
