@@ -184,6 +184,7 @@ class Overhead:
     key_dim: int
     entries: int
     load: tuple[float, float]  # 1-minute load average before and after the timed rounds
+    hidden: list[int]
 
 
 def random_batch(n: int, generator: torch.Generator) -> TabularBatch:
@@ -207,9 +208,11 @@ def filled_memory(kind: str, model: TabularModel, key_mean: torch.Tensor, entrie
     return memory
 
 
-def measure_overhead(entries: int, seconds: float, rounds: int, seed: int) -> Overhead:
+def measure_overhead(
+    entries: int, seconds: float, rounds: int, seed: int, hidden: list[int] = OVERHEAD_HIDDEN
+) -> Overhead:
     torch.manual_seed(seed)
-    model = build_model("deepfm", {"hidden": OVERHEAD_HIDDEN}, OVERHEAD_SPEC, 1).eval()
+    model = build_model("deepfm", {"hidden": hidden}, OVERHEAD_SPEC, 1).eval()
     generator = torch.Generator().manual_seed(seed)
     key_mean = fit_key_mean(model, random_batch(10_000, generator))
     config = CompensationConfig()
@@ -266,6 +269,7 @@ def measure_overhead(entries: int, seconds: float, rounds: int, seed: int) -> Ov
         key_dim=model.hidden_dim,
         entries=entries,
         load=(load_before, load_average()),
+        hidden=list(hidden),
     )
 
 
@@ -325,7 +329,7 @@ def ratio_rows(results: Sequence[Throughput]) -> list[list[str]]:
 
 def print_overhead(overhead: Overhead) -> list[list[str]]:
     print(
-        f"\n## Compensation overhead: DeepFM, 16 features, hidden {OVERHEAD_HIDDEN}, {overhead.key_dim}-dim keys, "
+        f"\n## Compensation overhead: DeepFM, 16 features, hidden {overhead.hidden}, {overhead.key_dim}-dim keys, "
         f"batch {OVERHEAD_BATCH}, {overhead.entries:,}-entry memories (medians)\n"
     )
     print("| path | wall us per batch | over forward | CPU us per batch | over forward (CPU) |")
@@ -382,6 +386,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--overhead-entries", type=int, default=100_000, help="rows in the overhead memories")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the overhead timings (medians)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--hidden",
+        type=lambda text: [int(v) for v in text.split(",")],
+        default=list(OVERHEAD_HIDDEN),
+        help="DeepFM hidden layers of the overhead model, e.g. 400,400,400 (the DeepFM paper's size)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes and short loops: a smoke run")
     args = parser.parse_args(argv)
     try:
@@ -417,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.append(measure_throughput(kind, size, args.dim, args.seconds, args.seed))
         print_throughput(results, args.dim)
         print(f"measuring compensation overhead ({args.rounds} rounds)", file=sys.stderr, flush=True)
-        overhead = measure_overhead(args.overhead_entries, args.seconds, args.rounds, args.seed)
+        overhead = measure_overhead(args.overhead_entries, args.seconds, args.rounds, args.seed, args.hidden)
         targets = ratio_rows(results) + print_overhead(overhead)
         print_targets(targets)
         return 0
