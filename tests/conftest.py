@@ -10,8 +10,7 @@ from rest_framework.test import APIClient
 
 from adaptive.models import Deployment
 from adaptive.services.keys import create_key
-from adaptive.services.registry import upload_version
-from tests.factories import DeploymentFactory, UserFactory, model_artifacts
+from tests.factories import UserFactory, deployment_with_live_version
 
 
 @pytest.fixture(autouse=True)
@@ -56,11 +55,7 @@ def anon_client() -> APIClient:
 @pytest.fixture
 def deployment(db: None) -> Deployment:
     """A binary deployment whose first uploaded version (v1) is live."""
-    dep = DeploymentFactory()
-    weights, spec = model_artifacts()
-    upload_version(deployment=dep, spec=spec, weights=weights, actor=None)
-    dep.refresh_from_db()
-    return dep
+    return deployment_with_live_version()
 
 
 @pytest.fixture

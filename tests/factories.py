@@ -82,3 +82,14 @@ def upload_payload(weights: bytes, spec: dict[str, Any] | str) -> dict[str, Any]
 
     text = spec if isinstance(spec, str) else json.dumps(spec)
     return {"weights": SimpleUploadedFile("model.safetensors", weights), "spec": text}
+
+
+def deployment_with_live_version() -> Deployment:
+    """A binary deployment whose first uploaded version (v1) is live."""
+    from adaptive.services.registry import upload_version
+
+    dep = DeploymentFactory()
+    weights, spec = model_artifacts()
+    upload_version(deployment=dep, spec=spec, weights=weights, actor=None)
+    dep.refresh_from_db()
+    return dep

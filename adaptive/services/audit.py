@@ -7,6 +7,13 @@ from typing import Any
 from adaptive.models import AuditEntry, Deployment, ModelVersion
 
 
+def user_of(actor: Any) -> Any:
+    """The user row behind an actor, or None for the system, the policy or an ingestion key."""
+    if getattr(actor, "pk", None) is None or getattr(actor, "is_ingestion_key", False):
+        return None
+    return actor
+
+
 def actor_label(actor: Any) -> str:
     if actor is None:
         return "system"
@@ -24,10 +31,9 @@ def record(
     details: dict[str, Any] | None = None,
     label: str | None = None,
 ) -> AuditEntry:
-    user = actor if getattr(actor, "pk", None) is not None and not getattr(actor, "is_ingestion_key", False) else None
     return AuditEntry.objects.create(
         deployment=deployment,
-        actor=user,
+        actor=user_of(actor),
         actor_label=label or actor_label(actor),
         action=action,
         from_version=from_version,

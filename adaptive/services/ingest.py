@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import torch
 from django.conf import settings
-from django.db import DatabaseError, OperationalError, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from adaptive.errors import Conflict, InvalidInput
@@ -404,7 +404,7 @@ def _with_deadlock_retry(write: Any) -> Any:
     for attempt in range(_DEADLOCK_RETRIES):
         try:
             return write()
-        except (OperationalError, DatabaseError) as exc:
+        except DatabaseError as exc:  # OperationalError included
             cause = getattr(exc, "__cause__", None)
             sqlstate = getattr(cause, "sqlstate", None)
             if sqlstate not in ("40P01", "40001") or attempt == _DEADLOCK_RETRIES - 1:

@@ -30,7 +30,7 @@ def create_key(*, deployment: Deployment, name: str, actor: Any) -> tuple[Ingest
             name=name,
             prefix=prefix,
             key_hash=_hash(raw),
-            created_by=actor if getattr(actor, "pk", None) else None,
+            created_by=audit.user_of(actor),
         )
         audit.record(
             action=AuditEntry.Action.CREATE_KEY,

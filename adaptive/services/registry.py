@@ -33,7 +33,7 @@ def create_deployment(*, fields: dict[str, Any], actor: Any) -> tuple[Deployment
         if existing is None:
             try:
                 with transaction.atomic():
-                    deployment = Deployment.objects.create(**fields, created_by=_user(actor))
+                    deployment = Deployment.objects.create(**fields, created_by=audit.user_of(actor))
             except IntegrityError:
                 # Another create of the same slug committed first (PostgreSQL made this insert wait
                 # for it); judge this request against the winner's row like any repeated create.
@@ -51,10 +51,6 @@ def create_deployment(*, fields: dict[str, Any], actor: Any) -> tuple[Deployment
             details={"task": deployment.task, "features": len(deployment.feature_schema)},
         )
     return deployment, True
-
-
-def _user(actor: Any) -> Any:
-    return actor if getattr(actor, "pk", None) is not None and not getattr(actor, "is_ingestion_key", False) else None
 
 
 def validate_spec(deployment: Deployment, spec: Any) -> dict[str, Any]:
@@ -153,7 +149,7 @@ def upload_version(*, deployment: Deployment, spec: Any, weights: bytes, actor: 
             origin=ModelVersion.Origin.UPLOADED,
             metrics=spec.get("metrics", {}),
             notes=spec.get("notes", ""),
-            created_by=_user(actor),
+            created_by=audit.user_of(actor),
         )
         audit.record(
             action=AuditEntry.Action.UPLOAD_VERSION,
@@ -171,7 +167,7 @@ def upload_version(*, deployment: Deployment, spec: Any, weights: bytes, actor: 
                 memory_revision=locked.memory_revision,
                 kind=Release.Kind.INITIAL,
                 started_at=timezone.now(),
-                actor=_user(actor),
+                actor=audit.user_of(actor),
                 actor_label=audit.actor_label(actor),
                 reason="first version of the deployment",
             )

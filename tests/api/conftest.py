@@ -11,7 +11,7 @@ from adaptive import runtime
 from adaptive.models import Deployment
 from adaptive.services.keys import create_key
 from adaptive.services.registry import upload_version
-from tests.factories import DeploymentFactory, model_artifacts
+from tests.factories import DeploymentFactory, deployment_with_live_version, model_artifacts
 
 CLASSES_3 = ["on_time", "late", "cancelled"]
 
@@ -64,9 +64,6 @@ class CommittedDeployment:
 @pytest.fixture
 def committed_deployment(transactional_db: None) -> CommittedDeployment:
     """A deployment with a live version and an ingestion key, committed so a live server sees them."""
-    dep = DeploymentFactory()
-    weights, spec = model_artifacts()
-    upload_version(deployment=dep, spec=spec, weights=weights, actor=None)
-    dep.refresh_from_db()
+    dep = deployment_with_live_version()
     _, raw = create_key(deployment=dep, name="load-test", actor=None)
     return CommittedDeployment(deployment=dep, key=raw)
