@@ -42,6 +42,10 @@ class Deployment(models.Model):
         MANUAL = "manual", "Manual (flag only)"
         AUTO = "auto", "Automatic"
 
+    class Serving(models.TextChoices):
+        HOSTED = "hosted", "Hosted (the control room runs the model)"
+        EXTERNAL = "external", "External (the client sends scores and keys)"
+
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
@@ -52,6 +56,9 @@ class Deployment(models.Model):
     feature_schema = models.JSONField()
     live_version = models.ForeignKey("ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    serving = models.CharField(max_length=16, choices=Serving.choices, default=Serving.HOSTED)
+    # External deployments: the dimension of the key vectors clients send to /compensate.
+    key_dim = models.PositiveIntegerField(null=True, blank=True)
 
     # Compensation (DESIGN.md 4.2)
     compensation_enabled = models.BooleanField(default=True)
@@ -64,6 +71,9 @@ class Deployment(models.Model):
     compensation_tau = models.FloatField(default=0.05)
     # Bumped each time the error memory changes; serving processes compare it to their cache.
     memory_revision = models.BigIntegerField(default=0)
+    # Bumped when the memory is replaced rather than extended (reset, rollback, promotion, settings
+    # that change its shape): serving processes then rebuild it instead of applying a delta.
+    memory_epoch = models.BigIntegerField(default=0)
 
     # Monitoring (DESIGN.md 4.3)
     window_events = models.PositiveIntegerField(default=1000, help_text="Close a window every N labels.")
@@ -98,6 +108,9 @@ class Deployment(models.Model):
             ),
             models.CheckConstraint(condition=Q(compensation_tau__gt=0), name="deployment_tau_positive"),
             models.CheckConstraint(condition=Q(memory_k__gte=1), name="deployment_k_positive"),
+            models.CheckConstraint(
+                condition=Q(serving="hosted") | Q(key_dim__gte=1), name="external_deployment_has_key_dim"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -132,6 +145,9 @@ class ModelVersion(models.Model):
     # Training mean of the last hidden layer; keys are centred by it before normalisation.
     key_mean = models.JSONField(null=True, blank=True)
     threshold = models.FloatField(default=0.5)
+    # Reference sample of the training data for drift tests: {"features": {name: [values]},
+    # "prediction": [scores], "label": [labels]} (at most a few thousand values per column).
+    profile = models.JSONField(default=dict, blank=True)
     weights_path = models.CharField(max_length=255, help_text="Relative to ARTIFACT_ROOT.")
     weights_sha256 = models.CharField(max_length=64)
     weights_size = models.PositiveBigIntegerField()
@@ -217,13 +233,21 @@ class Event(models.Model):
     event_time = models.DateTimeField()
     received_at = models.DateTimeField()
     features = models.JSONField()
-    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="events")
+    # Null for external deployments, whose model lives outside the control room.
+    version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
     base_score = models.FloatField()
     score = models.FloatField()
     base_proba = models.JSONField(null=True, blank=True)
     proba = models.JSONField(null=True, blank=True)
     label = models.SmallIntegerField(null=True, blank=True, help_text="Class index.")
     labeled_at = models.DateTimeField(null=True, blank=True)
+    # The memory key computed at predict time (float32 little-endian), so feedback needs no second
+    # forward pass; and the memory revision that served the prediction.
+    key = models.BinaryField(null=True, blank=True)
+    served_revision = models.BigIntegerField(null=True, blank=True)
+    # The memory revision that took this event's label in; null while the label waits for the
+    # compensation-update job (or when the event has no key).
+    memory_revision = models.BigIntegerField(null=True, blank=True)
 
     objects = EventQuerySet.as_manager()
 
@@ -241,6 +265,12 @@ class Event(models.Model):
             models.Index(
                 fields=["deployment", "labeled_at"], name="event_deployment_labeled", condition=Q(label__isnull=False)
             ),
+            # Labels waiting for the memory: WHERE deployment = ? AND label IS NOT NULL AND memory_revision IS NULL
+            models.Index(
+                fields=["deployment", "labeled_at"],
+                name="event_pending_memory",
+                condition=Q(label__isnull=False, memory_revision__isnull=True, key__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -255,7 +285,10 @@ class ErrorSample(models.Model):
     """
 
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="error_samples")
-    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="error_samples")
+    # Null for external deployments (one memory, keys from the client's model).
+    version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="error_samples"
+    )
     event = models.ForeignKey(Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     key = models.BinaryField(help_text="float32 little-endian vector")
     label = models.SmallIntegerField()
@@ -269,10 +302,17 @@ class ErrorSample(models.Model):
         ordering = ["version", "revision"]
         constraints = [
             models.UniqueConstraint(fields=["version", "event"], name="error_sample_once_per_version_event"),
+            models.UniqueConstraint(
+                fields=["deployment", "event"],
+                condition=Q(version__isnull=True),
+                name="error_sample_once_per_external_event",
+            ),
         ]
         indexes = [
             # Runtime delta load: WHERE version = ? AND active AND revision > ?
             models.Index(fields=["version", "active", "revision"], name="errorsample_version_rev"),
+            # External deployments and the samples list: WHERE deployment = ? ORDER BY revision DESC
+            models.Index(fields=["deployment", "revision"], name="errorsample_deployment_rev"),
         ]
 
     def __str__(self) -> str:
@@ -298,6 +338,9 @@ class Window(models.Model):
     compensated_brier = models.FloatField(null=True, blank=True)
     memory_size = models.PositiveIntegerField(default=0)
     memory_revision = models.BigIntegerField(default=0)
+    # The window holds the events labeled in (labeled_from, labeled_to]; the next one starts at labeled_to.
+    labeled_from = models.DateTimeField(null=True, blank=True)
+    labeled_to = models.DateTimeField(null=True, blank=True)
     detector_signals = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -346,6 +389,33 @@ class DriftMetric(models.Model):
 
     def __str__(self) -> str:
         return f"{self.column} {self.method}={self.statistic:.3g} ({self.level})"
+
+
+class MonitorState(models.Model):
+    """Streaming detector state and drift reference of one version (or of an external deployment).
+
+    Kept per version so that rolling back to a version restores its detectors along with its memory.
+    ``detectors`` is ``{"raw": DetectorBank state, "compensated": DetectorBank state}`` (plain JSON,
+    see adaptive.ml.drift); ``reference`` is the drift reference sample when the version has no
+    training profile (the first window it served).
+    """
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="monitor_states")
+    version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    detectors = models.JSONField(default=dict, blank=True)
+    reference = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["deployment", "version"], name="monitor_state_once_per_version"),
+            models.UniqueConstraint(
+                fields=["deployment"], condition=Q(version__isnull=True), name="monitor_state_once_per_external"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"monitor state of {self.deployment_id}:{self.version_id}"
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -400,6 +470,13 @@ class Job(models.Model):
                 fields=["deployment"],
                 condition=Q(kind="retrain", status__in=["queued", "running"]),
                 name="one_active_retrain_per_deployment",
+            ),
+            # Coalescing: at most one queued compensation update and one queued window close per
+            # deployment; feedback that finds one queued relies on it (it has not read labels yet).
+            models.UniqueConstraint(
+                fields=["deployment", "kind"],
+                condition=Q(kind__in=["compensation", "drift_scan"], status="queued"),
+                name="one_queued_update_per_deployment_kind",
             ),
             models.CheckConstraint(
                 condition=Q(progress__gte=0) & Q(progress__lte=1), name="job_progress_in_unit_interval"

@@ -1,0 +1,77 @@
+"""Job rows: coalesced queueing, claiming, progress and the end states.
+
+A Job row is created before its Celery message is sent and is the source of truth for what
+happened; the message only carries the id. Claiming moves a job from queued to running in one
+conditional UPDATE, so a message delivered twice (a retry, a redelivery after a worker died) runs
+the work once.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from adaptive.models import Deployment, Job
+
+
+def queue_once(deployment: Deployment, kind: str, *, params: dict[str, Any] | None = None) -> Job | None:
+    """Create a queued job of ``kind`` unless one is queued already for the deployment.
+
+    Returns None when one is queued: it has not started, so it will see every row committed
+    before it does; this is what coalesces many feedback calls into one update at a time.
+    The database enforces it (constraint one_queued_update_per_deployment_kind).
+    """
+    try:
+        with transaction.atomic():
+            return Job.objects.create(deployment=deployment, kind=kind, params=params or {})
+    except IntegrityError:
+        return None
+
+
+def claim(job_id: int, *, device: str = "") -> Job | None:
+    """Move a queued job to running and return it; None if it is not queued (ran, cancelled, claimed)."""
+    now = timezone.now()
+    claimed = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
+        status=Job.Status.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1, device=device
+    )
+    if not claimed:
+        return None
+    return Job.objects.select_related("deployment").get(pk=job_id)
+
+
+def succeed(job: Job, *, message: str = "", metrics: dict[str, Any] | None = None) -> None:
+    now = timezone.now()
+    Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
+        status=Job.Status.SUCCEEDED,
+        progress=1.0,
+        message=message,
+        metrics=metrics or {},
+        finished_at=now,
+        heartbeat_at=now,
+    )
+
+
+def fail(job: Job, message: str) -> None:
+    now = timezone.now()
+    Job.objects.filter(pk=job.pk, status__in=Job.ACTIVE_STATUSES).update(
+        status=Job.Status.FAILED, message=message[:2000], finished_at=now, heartbeat_at=now
+    )
+
+
+def stale_queued(kind: str, older_than: timedelta) -> list[Job]:
+    """Queued jobs of ``kind`` created before ``now - older_than``: their message may be lost."""
+    cutoff = timezone.now() - older_than
+    return list(Job.objects.filter(kind=kind, status=Job.Status.QUEUED, created_at__lt=cutoff))
+
+
+def fail_stale_running(kind: str, older_than: timedelta) -> list[Job]:
+    """Mark running jobs whose heartbeat stopped as failed (their worker died); return them."""
+    cutoff = timezone.now() - older_than
+    stale = list(Job.objects.filter(kind=kind, status=Job.Status.RUNNING, heartbeat_at__lt=cutoff))
+    for job in stale:
+        fail(job, f"worker stopped answering (no heartbeat since {job.heartbeat_at:%Y-%m-%d %H:%M:%S})")
+    return stale
