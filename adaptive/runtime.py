@@ -1,9 +1,15 @@
-"""The serving runtime: a per-process cache of loaded model versions.
+"""The serving runtime: per-process caches of loaded model versions and of live error memories.
 
 Loading a version reads its safetensors file, checks the sha256 and builds the model once;
-predict calls then only encode rows and run a forward pass. Versions are immutable, so the
-cache is keyed by (version id, weights sha256) and never goes stale; the live version is read
-per request.
+predict calls then only encode rows and run a forward pass. Versions are immutable, so that cache
+is keyed by (version id, weights sha256) and never goes stale.
+
+Error memories change all the time. Each serving process keeps the memory of a (deployment,
+version) at a known revision; the deployment row, read on every request anyway, carries the
+current ``memory_revision`` and ``memory_epoch``. A newer revision means "apply the samples added
+since" (a delta read of ErrorSamples by the (version, active, revision) index); a new epoch, or
+settings that change the memory's shape, mean "rebuild from the active samples". The database row
+is the cross-process signal, so this works the same on SQLite and PostgreSQL, with or without Redis.
 """
 
 from __future__ import annotations
@@ -11,16 +17,24 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
+from django.db.models import Q
 
 from adaptive import artifacts
 from adaptive.ml.architectures import TabularModel, build_model
+from adaptive.ml.compensation import CompensationConfig, default_config
+from adaptive.ml.memory import ErrorMemory, make_memory
 from adaptive.ml.preprocessing import FeatureEncoder, input_spec, parse_schema
 from adaptive.ml.weights import load_into, load_state_dict_bytes
-from adaptive.models import Deployment, ModelVersion
+from adaptive.models import Deployment, ErrorSample, ModelVersion
 
 _MAX_CACHED = 16
+_MAX_MEMORIES = 16
+# Samples read per query while rebuilding or applying a delta.
+_READ_CHUNK = 20_000
 
 
 @dataclass
@@ -30,6 +44,7 @@ class LoadedVersion:
     encoder: FeatureEncoder
     model: TabularModel
     multiclass: bool
+    key_mean: torch.Tensor
 
     @torch.inference_mode()
     def predict_proba(self, rows: list[dict]) -> torch.Tensor:
@@ -56,12 +71,19 @@ def load_version(deployment: Deployment, version: ModelVersion) -> LoadedVersion
     )
     load_into(model, load_state_dict_bytes(artifacts.read_weights(version.weights_path, version.weights_sha256)))
     model.eval()
+    # Without a stored training mean the keys are only normalised (registry validates the length).
+    key_mean = (
+        torch.tensor(version.key_mean, dtype=torch.float32)
+        if version.key_mean
+        else torch.zeros(model.hidden_dim, dtype=torch.float32)
+    )
     loaded = LoadedVersion(
         version_id=version.pk,
         number=version.number,
         encoder=FeatureEncoder(schema, version.preprocessing),
         model=model,
         multiclass=deployment.n_outputs > 1,
+        key_mean=key_mean,
     )
     with _lock:
         _cache[cache_key] = loaded
@@ -70,6 +92,132 @@ def load_version(deployment: Deployment, version: ModelVersion) -> LoadedVersion
     return loaded
 
 
+# --- keys as stored bytes -------------------------------------------------------------------------
+
+
+def encode_keys(keys: torch.Tensor) -> list[bytes]:
+    """One float32 little-endian byte string per row of ``keys`` [N, D]."""
+    array = np.ascontiguousarray(keys.detach().cpu().numpy(), dtype="<f4")
+    return [row.tobytes() for row in array]
+
+
+def decode_keys(blobs: list[bytes], dim: int) -> torch.Tensor:
+    """Stack stored keys back into a float32 tensor [N, dim]."""
+    if not blobs:
+        return torch.empty(0, dim)
+    array = np.frombuffer(b"".join(bytes(b) for b in blobs), dtype="<f4").reshape(len(blobs), dim)
+    return torch.from_numpy(array.copy())
+
+
+# --- live error memories --------------------------------------------------------------------------
+
+
+def memory_params(deployment: Deployment) -> dict[str, Any]:
+    """The memory constructor params a deployment's settings ask for."""
+    if deployment.memory_kind == Deployment.MemoryKind.EXACT:
+        return {"capacity": deployment.memory_capacity, "k": deployment.memory_k, "tau": deployment.compensation_tau}
+    return {"tau": deployment.compensation_tau}
+
+
+def compensation_config(deployment: Deployment) -> CompensationConfig:
+    """lambda and gamma from the deployment; the support shrinkage tuned for its memory kind."""
+    return CompensationConfig(
+        lam=deployment.compensation_lambda,
+        gamma=deployment.compensation_gamma,
+        shrink=default_config(deployment.memory_kind).shrink,
+    )
+
+
+@dataclass
+class LiveMemory:
+    memory: ErrorMemory
+    revision: int
+    epoch: int
+    signature: tuple[object, ...]
+    lock: threading.Lock
+
+
+_memories: OrderedDict[tuple[int, int | None], LiveMemory] = OrderedDict()
+
+
+def live_memory(deployment: Deployment, version_id: int | None, dim: int) -> LiveMemory:
+    """The error memory of (deployment, version) brought up to ``deployment.memory_revision``.
+
+    ``deployment`` must be freshly read: its revision and epoch say what to load. Holds the
+    returned LiveMemory's lock while updating; callers take it again to read (memories are not
+    thread-safe).
+    """
+    signature = (deployment.memory_kind, tuple(sorted(memory_params(deployment).items())), dim, deployment.n_outputs)
+    cache_key = (deployment.pk, version_id)
+    with _lock:
+        live = _memories.get(cache_key)
+        if live is None or live.signature != signature or live.epoch != deployment.memory_epoch:
+            live = LiveMemory(
+                memory=make_memory(deployment.memory_kind, dim, deployment.n_outputs, **memory_params(deployment)),
+                revision=-1,
+                epoch=deployment.memory_epoch,
+                signature=signature,
+                lock=threading.Lock(),
+            )
+            _memories[cache_key] = live
+            while len(_memories) > _MAX_MEMORIES:
+                _memories.popitem(last=False)
+        else:
+            _memories.move_to_end(cache_key)
+    with live.lock:
+        target = deployment.memory_revision
+        if live.revision == target:
+            return live
+        if live.revision > target:
+            # The memory went back (reset without an epoch bump, or a stale row): start over.
+            live.memory.clear()
+            live.revision = -1
+        _load_samples(live, deployment, version_id, dim, target)
+    return live
+
+
+def _load_samples(live: LiveMemory, deployment: Deployment, version_id: int | None, dim: int, target: int) -> None:
+    """Add the samples with revision in (live.revision, target] in write order; a rebuild reads active ones."""
+    rows = ErrorSample.objects.filter(deployment_id=deployment.pk, version_id=version_id, revision__lte=target)
+    # A rebuild reads the active samples; a delta reads evicted ones too, because the ring buffer
+    # drops the oldest rows itself, in the same order.
+    rows = rows.filter(active=True) if live.revision < 0 else rows.filter(revision__gt=live.revision)
+    capacity = getattr(live.memory, "capacity", None)
+    if capacity is not None:
+        # Only the newest `capacity` rows can survive in a ring buffer.
+        newest = rows.order_by("-revision", "-id").values_list("revision", "id")[capacity - 1 : capacity]
+        floor = next(iter(newest), None)
+        if floor is not None:
+            rows = rows.filter(revision__gte=floor[0]).exclude(revision=floor[0], id__lt=floor[1])
+    last_id = 0
+    last_revision = -1
+    multiclass = deployment.n_outputs > 1
+    while True:
+        chunk = list(
+            rows.filter(_after(last_revision, last_id))
+            .order_by("revision", "id")
+            .values_list("revision", "id", "key", "label", "base_score", "base_proba")[:_READ_CHUNK]
+        )
+        if not chunk:
+            break
+        keys = decode_keys([r[2] for r in chunk], dim)
+        labels = torch.tensor([r[3] for r in chunk], dtype=torch.long if multiclass else torch.float32)
+        if multiclass:
+            scores = torch.tensor([r[5] for r in chunk], dtype=torch.float32)
+        else:
+            scores = torch.tensor([r[4] for r in chunk], dtype=torch.float32)
+        live.memory.add(keys, labels, scores)
+        last_revision, last_id = chunk[-1][0], chunk[-1][1]
+        if len(chunk) < _READ_CHUNK:
+            break
+    live.revision = target
+
+
+def _after(revision: int, pk: int) -> Q:
+    return Q(revision__gt=revision) | Q(revision=revision, id__gt=pk)
+
+
 def clear_cache() -> None:
     with _lock:
         _cache.clear()
+        _memories.clear()

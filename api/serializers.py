@@ -38,7 +38,17 @@ class DeploymentSerializer(serializers.ModelSerializer):
     # Uniqueness is handled by the service (a retried create returns the existing deployment).
     slug = serializers.SlugField(max_length=64)
     classes = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
-    feature_schema = serializers.JSONField()
+    feature_schema = serializers.JSONField(
+        required=False, help_text="Required for hosted deployments; optional (features for drift) for external ones."
+    )
+    serving = serializers.ChoiceField(choices=Deployment.Serving.choices, required=False)
+    key_dim = serializers.IntegerField(
+        min_value=1,
+        max_value=4096,
+        required=False,
+        allow_null=True,
+        help_text="External deployments: length of the key vectors sent to /compensate.",
+    )
     live_version = VersionSummarySerializer(read_only=True)
     memory_capacity = serializers.IntegerField(min_value=1, max_value=10_000_000, required=False)
     memory_k = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
@@ -59,6 +69,8 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "task",
             "classes",
             "feature_schema",
+            "serving",
+            "key_dim",
             "status",
             "live_version",
             "memory_revision",
@@ -68,14 +80,23 @@ class DeploymentSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["status", "live_version", "memory_revision", "created_at", "updated_at"]
 
-    def validate_feature_schema(self, value: Any) -> Any:
-        try:
-            parse_schema(value)
-        except SchemaError as exc:
-            raise serializers.ValidationError(str(exc)) from exc
-        return value
-
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        external = attrs.get("serving") == Deployment.Serving.EXTERNAL
+        schema = attrs.get("feature_schema")
+        if external:
+            if attrs.get("key_dim") is None:
+                raise serializers.ValidationError({"key_dim": "required for an external deployment"})
+            attrs["feature_schema"] = schema = schema if schema is not None else []
+        else:
+            if schema is None:
+                raise serializers.ValidationError({"feature_schema": "This field is required."})
+            if attrs.get("key_dim") is not None:
+                raise serializers.ValidationError({"key_dim": "only for external deployments"})
+        if schema or not external:
+            try:
+                parse_schema(schema)
+            except SchemaError as exc:
+                raise serializers.ValidationError({"feature_schema": str(exc)}) from exc
         task = attrs.get("task")
         classes = attrs.get("classes")
         if task == Task.BINARY:
@@ -162,11 +183,34 @@ class PredictionSerializer(serializers.Serializer):
     id = serializers.CharField()
     score = serializers.JSONField(help_text="Binary: P(y=1). Multiclass: a probability per class.")
     base_score = serializers.JSONField(help_text="The base model's score (before compensation).")
-    version = serializers.IntegerField(help_text="Number of the version that served it.")
+    version = serializers.IntegerField(
+        allow_null=True, help_text="Number of the version that served it (null for external deployments)."
+    )
+    memory_revision = serializers.IntegerField(
+        allow_null=True, help_text="Revision of the error memory that compensated the score."
+    )
 
 
 class PredictResponseSerializer(serializers.Serializer):
     predictions = PredictionSerializer(many=True)
+
+
+class CompensateRowSerializer(serializers.Serializer):
+    id = serializers.CharField(max_length=128)
+    ts = serializers.DateTimeField(required=False, help_text="Event time, ISO-8601; defaults to receipt time.")
+    score = serializers.FloatField(required=False, help_text="Binary: your model's P(y=1).")
+    proba = serializers.ListField(
+        child=serializers.FloatField(), required=False, help_text="Multiclass: your model's probability per class."
+    )
+    key = serializers.ListField(
+        child=serializers.FloatField(),
+        help_text="Your model's last hidden layer (key_dim numbers), ideally centred by its training mean.",
+    )
+    features = serializers.DictField(required=False, help_text="Optional feature values, used for drift.")
+
+
+class CompensateRequestSerializer(serializers.Serializer):
+    rows = CompensateRowSerializer(many=True)
 
 
 class LabelSerializer(serializers.Serializer):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from api.views import health, ingest, registry
+from api.views import health, ingest, monitoring, registry
 
 app_name = "api"
 
@@ -12,5 +12,13 @@ urlpatterns = [
     path("deployments/<slug:slug>/versions/<int:number>", registry.VersionDetailView.as_view(), name="version-detail"),
     path("deployments/<slug:slug>/keys", registry.IngestionKeyListView.as_view(), name="key-list"),
     path("deployments/<slug:slug>/predict", ingest.PredictView.as_view(), name="predict"),
+    path("deployments/<slug:slug>/compensate", ingest.CompensateView.as_view(), name="compensate"),
     path("deployments/<slug:slug>/feedback", ingest.FeedbackView.as_view(), name="feedback"),
+    path("deployments/<slug:slug>/windows", monitoring.WindowListView.as_view(), name="window-list"),
+    path("deployments/<slug:slug>/windows/<int:id>", monitoring.WindowDetailView.as_view(), name="window-detail"),
+    path("deployments/<slug:slug>/drift", monitoring.DriftListView.as_view(), name="drift-list"),
+    path("deployments/<slug:slug>/detectors", monitoring.DetectorStateView.as_view(), name="detector-state"),
+    path("deployments/<slug:slug>/detectors/signals", monitoring.DetectorSignalListView.as_view(), name="detector-signals"),
+    path("deployments/<slug:slug>/memory", monitoring.MemoryStatsView.as_view(), name="memory-stats"),
+    path("deployments/<slug:slug>/samples", monitoring.ErrorSampleListView.as_view(), name="sample-list"),
 ]

@@ -12,7 +12,7 @@ from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-TASK_MODULES = ["tasks.system"]
+TASK_MODULES = ["tasks.system", "tasks.adaptation"]
 
 app = Celery("control_room", include=TASK_MODULES)
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -36,6 +36,10 @@ app.conf.update(
     worker_send_task_events=True,
     # Logging is configured by Django's LOGGING setting, not replaced by Celery's.
     worker_hijack_root_logger=False,
+    # Periodic work for `celery beat` (names are the tasks' registered names).
+    beat_schedule={
+        "sweep-memory-updates": {"task": "tasks.adaptation.sweep", "schedule": 30.0},
+    },
 )
 
 

@@ -179,11 +179,21 @@ def test_a_finished_retrain_does_not_block_a_new_one(deployment: Deployment, fin
 def test_other_job_kinds_and_other_deployments_run_beside_a_retrain(deployment: Deployment) -> None:
     Job.objects.create(deployment=deployment, kind=Job.Kind.RETRAIN, status=Job.Status.RUNNING)
 
-    Job.objects.create(deployment=deployment, kind=Job.Kind.COMPENSATION, status=Job.Status.QUEUED)
+    Job.objects.create(deployment=deployment, kind=Job.Kind.COMPENSATION, status=Job.Status.RUNNING)
     Job.objects.create(deployment=deployment, kind=Job.Kind.COMPENSATION, status=Job.Status.QUEUED)
     Job.objects.create(deployment=DeploymentFactory(), kind=Job.Kind.RETRAIN, status=Job.Status.QUEUED)
 
     assert Job.objects.active().count() == 4
+
+
+@pytest.mark.parametrize("kind", [Job.Kind.COMPENSATION, Job.Kind.DRIFT_SCAN])
+def test_at_most_one_queued_update_per_deployment_and_kind(deployment: Deployment, kind: str) -> None:
+    Job.objects.create(deployment=deployment, kind=kind, status=Job.Status.QUEUED)
+    Job.objects.create(deployment=DeploymentFactory(), kind=kind, status=Job.Status.QUEUED)
+    Job.objects.create(deployment=deployment, kind=kind, status=Job.Status.RUNNING)
+
+    with violates("one_queued_update_per_deployment_kind"):
+        Job.objects.create(deployment=deployment, kind=kind, status=Job.Status.QUEUED)
 
 
 @pytest.mark.parametrize("progress", [-0.1, 1.5])

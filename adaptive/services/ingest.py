@@ -8,6 +8,7 @@ and reported as already labeled on feedback, whether it came from a retry or a c
 
 from __future__ import annotations
 
+import base64
 import math
 import time
 from dataclasses import dataclass
@@ -21,9 +22,8 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from adaptive.errors import Conflict, InvalidInput
-from adaptive.ml.preprocessing import RowError
 from adaptive.models import Deployment, Event, ModelVersion, Task
-from adaptive.runtime import load_version
+from adaptive.services.serving import Scored, score_external, score_hosted
 
 MAX_ID_LENGTH = 128
 _DEADLOCK_RETRIES = 3
@@ -34,7 +34,8 @@ class Prediction:
     id: str
     score: float | list[float]
     base_score: float | list[float]
-    version: int
+    version: int | None
+    memory_revision: int | None
 
 
 @dataclass(frozen=True)
@@ -160,44 +161,113 @@ def _label_index(raw: Any, lookup: dict[Any, int], deployment: Deployment, index
 
 
 def predict(*, deployment: Deployment, payload: Any) -> list[Prediction]:
-    """Score a batch with the live version and store one Event per new id."""
+    """Score a batch with the live version, compensate it, and store one Event per new id."""
+    if deployment.serving == Deployment.Serving.EXTERNAL:
+        raise Conflict("this deployment's model is served elsewhere: send scores and keys to /compensate")
     if deployment.live_version_id is None:
         raise Conflict("the deployment has no live version yet: upload a version first")
     version = deployment.live_version
     assert version is not None
     received_at = timezone.now()
     ids, times, features = parse_predict(payload, received_at)
-    loaded = load_version(deployment, version)
-    try:
-        proba = loaded.predict_proba(features)
-    except RowError as exc:
-        raise InvalidInput(exc.field or "features", exc.reason, index=exc.index) from exc
-    base_scores, base_vectors = _scores(proba, loaded.multiclass)
-    # Compensation arrives with the fast loop; until then the served score is the base score.
-    scores, vectors = base_scores, base_vectors
-    rows = _EventRows(ids, times, features, base_scores, scores, base_vectors, vectors)
+    scored = score_hosted(deployment, version, features)
+    return _store(deployment, version, received_at, _EventRows(ids, times, features, scored))
+
+
+def compensate_external(*, deployment: Deployment, payload: Any) -> list[Prediction]:
+    """Compensate scores computed by a model served elsewhere, and store one Event per new id."""
+    if deployment.serving != Deployment.Serving.EXTERNAL:
+        raise Conflict("this deployment serves its own model: use /predict")
+    received_at = timezone.now()
+    ids, times, features, p_base, keys = parse_external(payload, deployment, received_at)
+    scored = score_external(deployment, p_base, keys)
+    return _store(deployment, None, received_at, _EventRows(ids, times, features, scored))
+
+
+def _store(
+    deployment: Deployment, version: ModelVersion | None, received_at: datetime, rows: _EventRows
+) -> list[Prediction]:
     stored = _with_deadlock_retry(lambda: _insert_events(deployment, version, received_at, rows))
+    scored = rows.scored
+    number = version.number if version is not None else None
     out = []
-    for i, external_id in enumerate(ids):
+    for i, external_id in enumerate(rows.ids):
         if external_id in stored:
             out.append(stored[external_id])
         else:
             out.append(
                 Prediction(
                     id=external_id,
-                    score=vectors[i] if vectors is not None else scores[i],
-                    base_score=base_vectors[i] if base_vectors is not None else base_scores[i],
-                    version=version.number,
+                    score=scored.vectors[i] if scored.vectors is not None else scored.scores[i],
+                    base_score=scored.base_vectors[i] if scored.base_vectors is not None else scored.base_scores[i],
+                    version=number,
+                    memory_revision=scored.revision,
                 )
             )
     return out
 
 
-def _scores(proba: torch.Tensor, multiclass: bool) -> tuple[list[float], list[list[float]] | None]:
-    if not multiclass:
-        return proba.double().tolist(), None
-    vectors = proba.double().tolist()
-    return [max(v) for v in vectors], vectors
+def parse_external(
+    payload: Any, deployment: Deployment, received_at: datetime
+) -> tuple[list[str], list[datetime], list[dict[str, Any]], torch.Tensor, torch.Tensor]:
+    """Rows of ``{id, ts?, score | proba, key, features?}`` for an external deployment."""
+    rows = _batch(payload, "rows")
+    multiclass = deployment.task == Task.MULTICLASS
+    n_classes = len(deployment.classes)
+    dim = deployment.key_dim or 0
+    ids: list[str] = []
+    times: list[datetime] = []
+    features: list[dict[str, Any]] = []
+    scores: list[Any] = []
+    keys: list[list[float]] = []
+    seen: set[str] = set()
+    score_field = "proba" if multiclass else "score"
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InvalidInput("row", f"must be an object with id, {score_field} and key", index=index)
+        extra = row.keys() - {"id", "ts", score_field, "key", "features"}
+        if extra:
+            allowed = f"id, ts, {score_field}, key, features"
+            raise InvalidInput(sorted(extra)[0], f"unknown field (allowed: {allowed})", index=index)
+        ids.append(_external_id(row, index, seen))
+        times.append(_timestamp(row.get("ts"), index, received_at))
+        row_features = row.get("features", {})
+        if not isinstance(row_features, dict):
+            raise InvalidInput("features", "must be an object when given", index=index)
+        features.append(row_features)
+        if multiclass:
+            scores.append(_probability_vector(row.get("proba"), n_classes, index))
+        else:
+            scores.append(_probability(row.get("score"), "score", index))
+        keys.append(_key_vector(row.get("key"), dim, index))
+    return ids, times, features, torch.tensor(scores, dtype=torch.float32), torch.tensor(keys, dtype=torch.float32)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _probability(value: Any, field: str, index: int) -> float:
+    if not _finite(value) or not 0.0 <= value <= 1.0:
+        raise InvalidInput(field, "required, a probability in [0, 1]", index=index)
+    return float(value)
+
+
+def _probability_vector(value: Any, n_classes: int, index: int) -> list[float]:
+    if not isinstance(value, list) or len(value) != n_classes:
+        raise InvalidInput("proba", f"required, a list of {n_classes} class probabilities", index=index)
+    vector = [_probability(v, "proba", index) for v in value]
+    if abs(sum(vector) - 1.0) > 1e-3:
+        raise InvalidInput("proba", f"must sum to 1 (sums to {sum(vector):.4f})", index=index)
+    return vector
+
+
+def _key_vector(value: Any, dim: int, index: int) -> list[float]:
+    if not isinstance(value, list) or len(value) != dim:
+        raise InvalidInput("key", f"required, a list of {dim} numbers (the deployment's key_dim)", index=index)
+    if not all(_finite(v) for v in value):
+        raise InvalidInput("key", "must contain only finite numbers", index=index)
+    return value
 
 
 @dataclass
@@ -205,19 +275,17 @@ class _EventRows:
     ids: list[str]
     times: list[datetime]
     features: list[dict[str, Any]]
-    base_scores: list[float]
-    scores: list[float]
-    base_vectors: list[list[float]] | None
-    vectors: list[list[float]] | None
+    scored: Scored
 
 
 _EVENT_COLUMNS = (
-    "deployment_id, external_id, event_time, received_at, features, version_id, base_score, score, base_proba, proba"
+    "deployment_id, external_id, event_time, received_at, features, version_id, base_score, score, base_proba, proba, "
+    "key, served_revision"
 )
 
 
 def _insert_events(
-    deployment: Deployment, version: ModelVersion, received_at: datetime, rows: _EventRows
+    deployment: Deployment, version: ModelVersion | None, received_at: datetime, rows: _EventRows
 ) -> dict[str, Prediction]:
     """Insert new events; return the stored prediction of every id that already existed."""
     table = Event._meta.db_table
@@ -232,7 +300,12 @@ def _insert_events(
 
 
 def _insert_events_postgresql(
-    cursor: Any, table: str, deployment: Deployment, version: ModelVersion, received_at: datetime, rows: _EventRows
+    cursor: Any,
+    table: str,
+    deployment: Deployment,
+    version: ModelVersion | None,
+    received_at: datetime,
+    rows: _EventRows,
 ) -> list[str]:
     """One statement for the whole batch, conflicts skipped; returns the ids that already existed.
 
@@ -242,33 +315,46 @@ def _insert_events_postgresql(
     overlapping batches take their locks in the same order.
     """
     records = []
+    scored = rows.scored
     for i in sorted(range(len(rows.ids)), key=rows.ids.__getitem__):
         record: dict[str, Any] = {
             "id": rows.ids[i],
             "ts": rows.times[i],
             "f": rows.features[i],
-            "b": rows.base_scores[i],
-            "s": rows.scores[i],
+            "b": scored.base_scores[i],
+            "s": scored.scores[i],
+            "k": base64.b64encode(scored.keys[i]).decode(),
         }
-        if rows.base_vectors is not None:
-            record["bp"] = rows.base_vectors[i]
-        if rows.vectors is not None:
-            record["p"] = rows.vectors[i]
+        if scored.base_vectors is not None:
+            record["bp"] = scored.base_vectors[i]
+        if scored.vectors is not None:
+            record["p"] = scored.vectors[i]
         records.append(record)
     cursor.execute(
         f"INSERT INTO {table} ({_EVENT_COLUMNS}) "
-        "SELECT %s, t.id, t.ts, %s, t.f, %s, t.b, t.s, t.bp, t.p "
+        "SELECT %s, t.id, t.ts, %s, t.f, %s, t.b, t.s, t.bp, t.p, decode(t.k, 'base64'), %s "
         "FROM jsonb_to_recordset(%s::jsonb) "
-        "AS t(id text, ts timestamptz, f jsonb, b float8, s float8, bp jsonb, p jsonb) "
+        "AS t(id text, ts timestamptz, f jsonb, b float8, s float8, bp jsonb, p jsonb, k text) "
         "ON CONFLICT (deployment_id, external_id) DO NOTHING RETURNING external_id",
-        [deployment.pk, received_at, version.pk, orjson.dumps(records).decode()],
+        [
+            deployment.pk,
+            received_at,
+            version.pk if version is not None else None,
+            scored.revision,
+            orjson.dumps(records).decode(),
+        ],
     )
     inserted = {r[0] for r in cursor.fetchall()}
     return [i for i in rows.ids if i not in inserted]
 
 
 def _insert_events_sqlite(
-    cursor: Any, table: str, deployment: Deployment, version: ModelVersion, received_at: datetime, rows: _EventRows
+    cursor: Any,
+    table: str,
+    deployment: Deployment,
+    version: ModelVersion | None,
+    received_at: datetime,
+    rows: _EventRows,
 ) -> list[str]:
     """executemany of the new rows; returns the ids that already existed.
 
@@ -283,8 +369,10 @@ def _insert_events_sqlite(
     skip = set(existing_ids)
     adapt = connection.ops.adapt_datetimefield_value
     received = adapt(received_at)
+    scored = rows.scored
+    version_id = version.pk if version is not None else None
     cursor.executemany(
-        f"INSERT INTO {table} ({_EVENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        f"INSERT INTO {table} ({_EVENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (deployment_id, external_id) DO NOTHING",
         [
             (
@@ -293,11 +381,13 @@ def _insert_events_sqlite(
                 adapt(rows.times[i]),
                 received,
                 dump(rows.features[i]),
-                version.pk,
-                rows.base_scores[i],
-                rows.scores[i],
-                dump(rows.base_vectors[i]) if rows.base_vectors is not None else None,
-                dump(rows.vectors[i]) if rows.vectors is not None else None,
+                version_id,
+                scored.base_scores[i],
+                scored.scores[i],
+                dump(scored.base_vectors[i]) if scored.base_vectors is not None else None,
+                dump(scored.vectors[i]) if scored.vectors is not None else None,
+                scored.keys[i],
+                scored.revision,
             )
             for i in range(len(rows.ids))
             if rows.ids[i] not in skip
@@ -321,10 +411,10 @@ def _existing_ids(cursor: Any, table: str, deployment_id: int, ids: list[str]) -
 
 def _stored_predictions(deployment: Deployment, ids: list[str]) -> dict[str, Prediction]:
     stored = {}
-    fields = ("external_id", "score", "base_score", "proba", "base_proba", "version__number")
+    fields = ("external_id", "score", "base_score", "proba", "base_proba", "version__number", "served_revision")
     for start in range(0, len(ids), 900):
         chunk = ids[start : start + 900]
-        for ext, score, base, proba, base_proba, number in Event.objects.filter(
+        for ext, score, base, proba, base_proba, number, revision in Event.objects.filter(
             deployment=deployment, external_id__in=chunk
         ).values_list(*fields):
             stored[ext] = Prediction(
@@ -332,6 +422,7 @@ def _stored_predictions(deployment: Deployment, ids: list[str]) -> dict[str, Pre
                 score=proba if proba is not None else score,
                 base_score=base_proba if base_proba is not None else base,
                 version=number,
+                memory_revision=revision,
             )
     return stored
 

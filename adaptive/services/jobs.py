@@ -32,10 +32,11 @@ def queue_once(deployment: Deployment, kind: str, *, params: dict[str, Any] | No
         return None
 
 
-def claim(job_id: int, *, device: str = "") -> Job | None:
-    """Move a queued job to running and return it; None if it is not queued (ran, cancelled, claimed)."""
+def claim(job_id: int, kind: str, *, device: str = "") -> Job | None:
+    """Move a queued job of ``kind`` to running and return it; None if it is not queued (ran,
+    cancelled, claimed by another delivery) or not of that kind (a stray message)."""
     now = timezone.now()
-    claimed = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
+    claimed = Job.objects.filter(pk=job_id, kind=kind, status=Job.Status.QUEUED).update(
         status=Job.Status.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1, device=device
     )
     if not claimed:

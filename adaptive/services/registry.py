@@ -124,6 +124,8 @@ def upload_version(*, deployment: Deployment, spec: Any, weights: bytes, actor: 
     Uploading the same weights with the same spec again returns the existing version, so a
     retried upload never creates a duplicate. The first version of a deployment goes live.
     """
+    if deployment.serving == Deployment.Serving.EXTERNAL:
+        raise Conflict("this deployment's model is served elsewhere: it has no versions to upload")
     spec = validate_spec(deployment, spec)
     check_weights(deployment, spec, weights)
     relative, digest = artifacts.store_weights(deployment.slug, weights)

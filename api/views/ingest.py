@@ -1,4 +1,4 @@
-"""Predict and feedback: the ingestion hot path.
+"""Predict, compensate and feedback: the ingestion hot path.
 
 Bodies are parsed with orjson and validated by adaptive.services.ingest in one loop; responses
 are written with orjson. Django REST framework still authenticates and authorizes the request,
@@ -21,6 +21,7 @@ from adaptive.services import ingest
 from api import serializers as s
 from api.errors import json_response
 from api.permissions import CanIngest, key_may_use
+from tasks.adaptation import request_memory_update
 
 PREDICT_EXAMPLE = {
     "rows": [
@@ -31,6 +32,7 @@ PREDICT_EXAMPLE = {
         }
     ]
 }
+COMPENSATE_EXAMPLE = {"rows": [{"id": "txn-8812", "score": 0.83, "key": [0.12, -0.4, 0.05, 0.31]}]}
 FEEDBACK_EXAMPLE = {"labels": [{"id": "flight-2013-06-01-UA-1545", "label": "delayed"}]}
 
 
@@ -89,4 +91,28 @@ class FeedbackView(APIView):
     def post(self, request: Request, slug: str) -> HttpResponse:
         deployment = _deployment_for(request, slug)
         result = ingest.record_feedback(deployment=deployment, payload=_body(request))
+        if result.accepted:
+            # The labels are committed; the worker moves them into the error memory.
+            request_memory_update(deployment)
         return json_response(result)
+
+
+class CompensateView(APIView):
+    permission_classes = [CanIngest]
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        summary="Compensate scores of a model served elsewhere (external deployments)",
+        description=(
+            "Send your model's score (binary) or class probabilities (multiclass) and its key vector (last "
+            "hidden layer, key_dim numbers) per row; get the compensated score back. Events are stored like "
+            "predict's, so feedback works the same. All-or-nothing and idempotent by id."
+        ),
+        request=s.CompensateRequestSerializer,
+        responses={200: s.PredictResponseSerializer, 400: s.ErrorSerializer, 409: s.ErrorSerializer},
+        examples=[OpenApiExample("One row", value=COMPENSATE_EXAMPLE, request_only=True)],
+    )
+    def post(self, request: Request, slug: str) -> HttpResponse:
+        deployment = _deployment_for(request, slug)
+        predictions = ingest.compensate_external(deployment=deployment, payload=_body(request))
+        return json_response({"predictions": predictions})

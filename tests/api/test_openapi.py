@@ -22,6 +22,7 @@ V1_PATHS = [
     "/api/v1/deployments/{slug}/versions/{number}",
     "/api/v1/deployments/{slug}/keys",
     "/api/v1/deployments/{slug}/predict",
+    "/api/v1/deployments/{slug}/compensate",
     "/api/v1/deployments/{slug}/feedback",
 ]
 
