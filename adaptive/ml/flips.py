@@ -27,7 +27,6 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 import torch
-from scipy.stats import binomtest, rankdata
 
 # Two-sided 95%: the 0.975 quantile of the standard normal.
 Z_95: Final = 1.959963984540054
@@ -255,6 +254,10 @@ def mcnemar_exact(b: int, c: int) -> float:
         raise ValueError(f"counts must be >= 0, got b={b}, c={c}")
     if b + c == 0:
         return 1.0
+    # Imported here, not at the top: the training loop imports this module for ``roc_auc`` and must
+    # run where only PyTorch and NumPy are installed (bench/gpu_train.py on a GPU host).
+    from scipy.stats import binomtest
+
     return float(binomtest(b, b + c, 0.5, alternative="two-sided").pvalue)
 
 
@@ -345,9 +348,23 @@ def _binary_auc(scores: npt.NDArray[np.float64], positive: npt.NDArray[np.bool_]
     if n_positive == 0 or n_negative == 0:
         return None
     # Average ranks give ties half credit: AUC = (R+ - n+(n+ + 1)/2) / (n+ n-).
-    ranks = rankdata(scores, method="average")
+    ranks = _average_ranks(scores)
     rank_sum = float(ranks[positive].sum())
     return (rank_sum - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative)
+
+
+def _average_ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """1-based ranks, tied values sharing their mean rank: ``scipy.stats.rankdata(values)`` in NumPy.
+
+    NumPy rather than SciPy so that ``roc_auc``, which the training loop's validation calls, needs
+    no SciPy (see ``mcnemar_exact``). A NaN gives all-NaN ranks, as rankdata's default does.
+    """
+    if np.isnan(values).any():
+        return np.full(len(values), np.nan)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)  # the rank of each tie group's last member
+    ranks: npt.NDArray[np.float64] = (last - (counts - 1) / 2)[inverse]
+    return ranks
 
 
 def _class_flips(

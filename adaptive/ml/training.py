@@ -149,7 +149,9 @@ class TrainResult:
     Timing: ``seconds_data`` covers sampling, splitting, moving tensors to the device and gathering
     mini-batches; ``seconds_compute`` covers the teacher's predictions, forward, backward, optimiser
     steps and validation. ``samples_per_second`` is training rows processed (rows x epochs run) per
-    second of the two together.
+    second of the two together. On CUDA the split is only exact with a ``synchronize`` hook (see
+    ``continual_train``): kernels run asynchronously, so without it a mini-batch's gather is merely
+    queued during the data section and its GPU time lands in the compute section.
 
     ``validation_index`` lists the rows of ``new_data`` held out for early stopping (empty without a
     split), so a caller can tell which events the candidate never trained on.
@@ -247,6 +249,7 @@ def continual_train(
     config: TrainConfig,
     teacher: TabularModel | None = None,
     progress: Callable[[Progress], None] | None = None,
+    synchronize: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` from its current weights on ``new_data`` plus a replay sample.
 
@@ -258,10 +261,16 @@ def continual_train(
 
     ``model`` itself is left untouched (a copy is trained), so the caller still holds the live
     version; load ``TrainResult.state_dict`` into a model to get the candidate.
+
+    ``synchronize`` is a timing hook for measurements (``bench/gpu_train.py``): when given, it is
+    called before every clock reading that splits ``seconds_data`` from ``seconds_compute``, so
+    each section is charged for its own device work. Pass ``torch.cuda.synchronize`` on CUDA. It
+    adds a device round trip per section and changes nothing else; ``None`` (the default) reads
+    the clock exactly as before.
     """
     if config.distillation is not None and teacher is None:
         teacher = model
-    return _train(model, new_data, replay_data, config, teacher, progress)
+    return _train(model, new_data, replay_data, config, teacher, progress, synchronize)
 
 
 def train_initial(
@@ -272,17 +281,19 @@ def train_initial(
     data: LabeledData,
     config: TrainConfig,
     progress: Callable[[Progress], None] | None = None,
+    synchronize: Callable[[], None] | None = None,
 ) -> tuple[TabularModel, TrainResult]:
     """Train a first version from fresh weights: the same loop without replay or distillation.
 
     The weights are initialised under ``config.seed``, so the result is reproducible; returns the
-    trained model (on the CPU, in eval mode) and the round's result.
+    trained model (on the CPU, in eval mode) and the round's result. ``synchronize``: as for
+    ``continual_train``.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = build_model(architecture, model_config, spec, n_outputs)
     initial_config = dataclasses.replace(config, distillation=None, half_finetune=False)
-    result = _train(model, data, None, initial_config, None, progress)
+    result = _train(model, data, None, initial_config, None, progress, synchronize)
     model.load_state_dict(result.state_dict)
     model.eval()
     return model, result
@@ -298,13 +309,16 @@ def _train(
     config: TrainConfig,
     teacher: TabularModel | None,
     progress: Callable[[Progress], None] | None,
+    synchronize: Callable[[], None] | None,
 ) -> TrainResult:
+    # The plain clock when no hook is given: timing costs what it always did.
+    now = time.perf_counter if synchronize is None else _synchronized_clock(synchronize)
     device = resolve_device(config.device)
     binary = source.n_outputs == 1
     new_batch, new_labels = _check_data(new_data, "new_data", source)
     if len(new_batch) == 0:
         raise ValueError("new_data is empty: a round needs at least one new labeled event")
-    data_clock = time.perf_counter()
+    data_clock = now()
 
     # One generator for every random choice of the round, in a fixed order: replay sample,
     # validation split, half-fine-tune masks, batch order. Dropout draws from the global generator,
@@ -324,14 +338,14 @@ def _train(
     train_batch, validation_batch = train_batch.to(device), validation_batch.to(device)
     train_labels, validation_labels = train_labels.to(device), validation_labels.to(device)
     model = copy.deepcopy(source).to(device)
-    seconds_data = time.perf_counter() - data_clock
+    seconds_data = now() - data_clock
     seconds_compute = 0.0
 
     # fork_rng saves and restores the generator of the device the round runs on, not all of them.
     devices = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(config.seed)
-        compute_clock = time.perf_counter()
+        compute_clock = now()
         teacher_logits = None
         if config.distillation is not None and teacher is not None:
             teacher_copy = copy.deepcopy(teacher).to(device)
@@ -345,7 +359,7 @@ def _train(
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
         )
-        seconds_compute += time.perf_counter() - compute_clock
+        seconds_compute += now() - compute_clock
 
         n_train = len(train_batch)
         steps_per_epoch = max(math.ceil(n_train / config.batch_size), 1)
@@ -357,18 +371,20 @@ def _train(
         epochs_without_improvement = 0
         stopped_early = False
         for epoch in range(1, config.epochs + 1):
-            epoch_clock = time.perf_counter()
+            epoch_clock = now()
             model.train()
+            clock = now()
             order = torch.randperm(n_train, generator=generator).to(device)
+            seconds_data += now() - clock
             loss_sum, rows_seen = 0.0, 0
             for start in range(0, n_train, config.batch_size):
-                clock = time.perf_counter()
+                clock = now()
                 index = order[start : start + config.batch_size]
                 batch, labels = train_batch.select(index), train_labels[index]
                 batch_teacher = teacher_logits[index] if teacher_logits is not None else None
-                seconds_data += time.perf_counter() - clock
+                seconds_data += now() - clock
 
-                clock = time.perf_counter()
+                clock = now()
                 lr = learning_rate(step, total_steps, config)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -397,9 +413,9 @@ def _train(
                 loss_sum += loss.item() * len(index)
                 rows_seen += len(index)
                 step += 1
-                seconds_compute += time.perf_counter() - clock
+                seconds_compute += now() - clock
 
-            clock = time.perf_counter()
+            clock = now()
             train_loss = loss_sum / max(rows_seen, 1)
             point: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
             if n_validation:
@@ -414,8 +430,8 @@ def _train(
             else:
                 point.update(val_loss=None, val_auc=None, val_accuracy=None)
                 best_epoch = epoch
-            seconds_compute += time.perf_counter() - clock
-            point["seconds"] = time.perf_counter() - epoch_clock
+            seconds_compute += now() - clock
+            point["seconds"] = now() - epoch_clock
             curve.append(point)
             stopped_early = config.patience is not None and epochs_without_improvement >= config.patience
             if progress is not None:
@@ -447,6 +463,16 @@ def _train(
         stopped_early=stopped_early,
         config=_config_dict(config),
     )
+
+
+def _synchronized_clock(synchronize: Callable[[], None]) -> Callable[[], float]:
+    """``time.perf_counter`` that first waits for the device's queued work (see ``continual_train``)."""
+
+    def clock() -> float:
+        synchronize()
+        return time.perf_counter()
+
+    return clock
 
 
 def _task_loss(logits: torch.Tensor, labels: torch.Tensor, binary: bool) -> torch.Tensor:
