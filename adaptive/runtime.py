@@ -140,12 +140,14 @@ class LiveMemory:
 _memories: OrderedDict[tuple[int, int | None], LiveMemory] = OrderedDict()
 
 
+@torch.inference_mode()
 def live_memory(deployment: Deployment, version_id: int | None, dim: int) -> LiveMemory:
     """The error memory of (deployment, version) brought up to ``deployment.memory_revision``.
 
     ``deployment`` must be freshly read: its revision and epoch say what to load. Holds the
     returned LiveMemory's lock while updating; callers take it again to read (memories are not
-    thread-safe).
+    thread-safe). Memories are built and written in inference mode only, so read them in
+    inference mode too.
     """
     signature = (deployment.memory_kind, tuple(sorted(memory_params(deployment).items())), dim, deployment.n_outputs)
     cache_key = (deployment.pk, version_id)

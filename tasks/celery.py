@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from django.conf import settings
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-TASK_MODULES = ["tasks.system", "tasks.adaptation"]
+TASK_MODULES = ["tasks.system", "tasks.adaptation", "tasks.monitoring"]
 
 app = Celery("control_room", include=TASK_MODULES)
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -39,8 +40,17 @@ app.conf.update(
     # Periodic work for `celery beat` (names are the tasks' registered names).
     beat_schedule={
         "sweep-memory-updates": {"task": "tasks.adaptation.sweep", "schedule": 30.0},
+        "close-due-windows": {
+            "task": "tasks.monitoring.close_due_windows",
+            "schedule": float(settings.WINDOW_SCAN_SECONDS),
+        },
     },
 )
+
+# Celery's Django fixup closes the database connection around every task unless told to reuse it;
+# reconnecting costs about 6 ms per task on PostgreSQL (DESIGN.md 9). The fixup reads this old-style
+# key directly, so it is set outside the namespaced settings.
+app.conf["CELERY_DB_REUSE_MAX"] = int(os.environ.get("CELERY_DB_REUSE_MAX", "200"))
 
 
 def _ensure_broker_folders() -> None:

@@ -91,6 +91,7 @@ def _scored(p_base: torch.Tensor, p_comp: torch.Tensor, keys: torch.Tensor, revi
     )
 
 
+@torch.inference_mode()
 def memory_support(deployment: Deployment, keys: torch.Tensor, version_id: int | None) -> torch.Tensor:
     """The live memory's support [N] for ``keys`` (how much evidence it holds near them)."""
     live = live_memory(deployment, version_id, keys.shape[1])
