@@ -184,3 +184,65 @@ def test_multiclass_predictions_are_compensated_as_vectors(
     for p in again:
         assert sum(p["score"]) == pytest.approx(1.0, abs=1e-6)
         assert p["score"][2] > p["base_score"][2]
+
+
+# --- external deployments: validation -------------------------------------------------------------
+
+
+@pytest.fixture
+def external(admin_client: APIClient) -> Deployment:
+    body = {"slug": "ext", "name": "Ext", "task": "binary", "serving": "external", "key_dim": 3}
+    r = admin_client.post("/api/v1/deployments", body, format="json")
+    assert r.status_code == 201, r.content
+    return Deployment.objects.get(slug="ext")
+
+
+def test_an_external_deployment_needs_a_key_dim(admin_client: APIClient) -> None:
+    body = {"slug": "ext", "name": "Ext", "task": "binary", "serving": "external"}
+    r = admin_client.post("/api/v1/deployments", body, format="json")
+
+    assert r.status_code == 400 and r.json()["field"] == "key_dim"
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ({"id": "a", "score": 0.5, "key": [1, 2]}, "key"),
+        ({"id": "a", "score": 0.5, "key": [1, 2, "x"]}, "key"),
+        ({"id": "a", "score": 1.5, "key": [1, 2, 3]}, "score"),
+        ({"id": "a", "key": [1, 2, 3]}, "score"),
+        ({"id": "a", "score": 0.5, "key": [1, 2, 3], "extra": 1}, "extra"),
+    ],
+)
+def test_compensate_rejects_bad_rows_with_the_field_and_stores_nothing(
+    operator_client: APIClient, external: Deployment, row: dict[str, Any], field: str
+) -> None:
+    good = {"id": "ok", "score": 0.5, "key": [0.1, 0.2, 0.3]}
+    r = operator_client.post(f"/api/v1/deployments/{external.slug}/compensate", {"rows": [good, row]}, format="json")
+
+    assert r.status_code == 400, r.content
+    assert (r.json()["field"], r.json()["index"]) == (field, 1)
+    assert not Event.objects.exists()
+
+
+def test_predict_and_compensate_are_each_for_their_kind_of_deployment(
+    operator_client: APIClient, external: Deployment, deployment: Deployment
+) -> None:
+    row = {"id": "a", "score": 0.5, "key": [0.1, 0.2, 0.3]}
+    wrong_1 = operator_client.post(f"/api/v1/deployments/{deployment.slug}/compensate", {"rows": [row]}, format="json")
+    wrong_2 = operator_client.post(
+        f"/api/v1/deployments/{external.slug}/predict", {"rows": [{"id": "a", "features": {}}]}, format="json"
+    )
+
+    assert (wrong_1.status_code, wrong_2.status_code) == (409, 409)
+
+
+def test_compensate_is_idempotent_by_id(operator_client: APIClient, external: Deployment) -> None:
+    rows = [{"id": f"r{i}", "score": 0.1 * i, "key": [i, 1, 0]} for i in range(5)]
+    url = f"/api/v1/deployments/{external.slug}/compensate"
+    first = operator_client.post(url, {"rows": rows}, format="json").json()
+    second = operator_client.post(url, {"rows": rows}, format="json").json()
+
+    assert first == second
+    assert Event.objects.filter(deployment=external).count() == 5
+    assert all(e.version_id is None and len(bytes(e.key)) == 12 for e in Event.objects.filter(deployment=external))
