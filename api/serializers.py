@@ -111,6 +111,33 @@ class DeploymentSerializer(serializers.ModelSerializer):
         return attrs
 
 
+class DeploymentSettingsSerializer(serializers.ModelSerializer):
+    """A partial update of the adaptation settings, with an optional reason for the audit log."""
+
+    memory_capacity = serializers.IntegerField(min_value=1, max_value=10_000_000, required=False)
+    memory_k = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
+    compensation_lambda = serializers.FloatField(min_value=0, max_value=1, required=False)
+    compensation_gamma = serializers.FloatField(min_value=0, max_value=1, required=False)
+    compensation_tau = serializers.FloatField(min_value=1e-3, max_value=100, required=False)
+    window_events = serializers.IntegerField(min_value=10, max_value=1_000_000, required=False)
+    window_minutes = serializers.IntegerField(min_value=1, max_value=7 * 24 * 60, required=False)
+    drift_p_value = serializers.FloatField(min_value=0, max_value=1, required=False)
+    drift_distance = serializers.FloatField(min_value=0, required=False)
+    gate_max_nfr = serializers.FloatField(min_value=0, max_value=1, required=False)
+    gate_min_metric_delta = serializers.FloatField(min_value=-1, max_value=1, required=False)
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, write_only=True)
+
+    class Meta:
+        model = Deployment
+        fields = [*SETTINGS_FIELDS, "reason"]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({unknown[0]: "unknown or read-only field"})
+        return attrs
+
+
 class ModelVersionSerializer(serializers.ModelSerializer):
     deployment = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     parent = serializers.SlugRelatedField(slug_field="number", read_only=True)

@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from adaptive.errors import InvalidInput
 from adaptive.models import Deployment, IngestionKey, ModelVersion
-from adaptive.services import keys, registry
+from adaptive.services import deployments, keys, registry
 from api import serializers as s
 from api.permissions import IsAdminForWrites, IsOperatorForWrites
 
@@ -64,12 +64,35 @@ class DeploymentListView(generics.ListCreateAPIView):
         return Response(self.get_serializer(deployment).data, status=code)
 
 
-@extend_schema_view(get=extend_schema(summary="Deployment detail"))
+@extend_schema_view(
+    get=extend_schema(summary="Deployment detail"),
+    patch=extend_schema(
+        summary="Change adaptation settings (operators)",
+        description=(
+            "Partial update of the adaptation settings only (compensation, memory, windows, drift, retrain "
+            "policy, gates), with an optional `reason` for the audit log. Unknown or read-only fields are a 400. "
+            "Serving picks the change up on the next request."
+        ),
+        request=s.DeploymentSettingsSerializer,
+        responses={200: s.DeploymentSerializer, 400: s.ErrorSerializer},
+        examples=[OpenApiExample("Switch compensation off", value={"compensation_enabled": False, "reason": "A/B"})],
+    ),
+)
 class DeploymentDetailView(generics.RetrieveAPIView):
     serializer_class = s.DeploymentSerializer
+    permission_classes = [IsOperatorForWrites]
     lookup_field = "slug"
     lookup_url_kwarg = "slug"
     queryset = Deployment.objects.select_related("live_version")
+
+    def patch(self, request: Request, slug: str) -> Response:
+        deployment = self.get_object()
+        serializer = s.DeploymentSettingsSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        changes = dict(serializer.validated_data)
+        reason = changes.pop("reason", "")
+        updated = deployments.update_settings(deployment=deployment, changes=changes, actor=request.user, reason=reason)
+        return Response(s.DeploymentSerializer(updated).data)
 
 
 @extend_schema_view(get=extend_schema(summary="List a deployment's versions"))
