@@ -19,7 +19,9 @@ from adaptive.ml.weights import WeightsError, check_state_dict, load_state_dict_
 from adaptive.models import AuditEntry, Deployment, ModelVersion, Release
 from adaptive.services import audit
 
-SPEC_KEYS = {"architecture", "config", "preprocessing", "key_mean", "threshold", "notes", "metrics"}
+SPEC_KEYS = {"architecture", "config", "preprocessing", "key_mean", "threshold", "notes", "metrics", "profile"}
+# A drift reference is a sample: at most this many values per column.
+MAX_PROFILE_VALUES = 10_000
 
 
 def create_deployment(*, fields: dict[str, Any], actor: Any) -> tuple[Deployment, bool]:
@@ -86,7 +88,25 @@ def validate_spec(deployment: Deployment, spec: Any) -> dict[str, Any]:
             raise InvalidInput(f"spec.{name}", "must be a string")
     if "metrics" in spec and not isinstance(spec["metrics"], dict):
         raise InvalidInput("spec.metrics", "must be a JSON object")
+    if "profile" in spec:
+        _check_profile(spec["profile"], set(schema.names))
     return {**spec, "config": config, "threshold": float(threshold)}
+
+
+def _check_profile(profile: Any, feature_names: set[str]) -> None:
+    """A training reference for drift: {"features": {name: [values]}, "prediction": [...], "label": [...]}."""
+    if not isinstance(profile, dict) or set(profile) - {"features", "prediction", "label"}:
+        raise InvalidInput("spec.profile", "must be an object with features, prediction and label samples")
+    features = profile.get("features", {})
+    if not isinstance(features, dict) or set(features) - feature_names:
+        raise InvalidInput("spec.profile.features", "must map the schema's feature names to lists of values")
+    columns = {
+        **{f"features.{k}": v for k, v in features.items()},
+        **{k: profile[k] for k in ("prediction", "label") if k in profile},
+    }
+    for name, values in columns.items():
+        if not isinstance(values, list) or len(values) > MAX_PROFILE_VALUES:
+            raise InvalidInput(f"spec.profile.{name}", f"must be a list of at most {MAX_PROFILE_VALUES} values")
 
 
 def check_weights(deployment: Deployment, spec: dict[str, Any], data: bytes) -> None:
@@ -143,6 +163,7 @@ def upload_version(*, deployment: Deployment, spec: Any, weights: bytes, actor: 
             config=spec["config"],
             preprocessing=spec["preprocessing"],
             key_mean=spec.get("key_mean"),
+            profile=spec.get("profile", {}),
             threshold=spec["threshold"],
             weights_path=relative,
             weights_sha256=digest,

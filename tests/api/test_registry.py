@@ -501,3 +501,31 @@ def test_upload_to_an_unknown_deployment_is_404(operator_client: APIClient, db: 
 
     assert r.status_code == 404
     assert not ModelVersion.objects.exists()
+
+
+def test_a_version_can_carry_a_training_profile_for_drift(operator_client: APIClient, empty_deployment: Any) -> None:
+    weights, spec = model_artifacts()
+    profile = {"features": {"dep_delay": [1.0, 2.0], "carrier": ["AA", "UA"]}, "prediction": [0.1], "label": [0]}
+    r = operator_client.post(
+        f"/api/v1/deployments/{empty_deployment.slug}/versions",
+        upload_payload(weights, {**spec, "profile": profile}),
+        format="multipart",
+    )
+
+    assert r.status_code == 201, r.content
+    assert ModelVersion.objects.get(deployment=empty_deployment).profile == profile
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [[1, 2], {"features": {"no_such_feature": [1]}}, {"prediction": "x"}, {"other": []}],
+)
+def test_a_malformed_profile_is_a_400(operator_client: APIClient, empty_deployment: Any, profile: Any) -> None:
+    weights, spec = model_artifacts()
+    r = operator_client.post(
+        f"/api/v1/deployments/{empty_deployment.slug}/versions",
+        upload_payload(weights, {**spec, "profile": profile}),
+        format="multipart",
+    )
+
+    assert r.status_code == 400 and r.json()["field"].startswith("spec.profile")
