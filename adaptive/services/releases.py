@@ -1,0 +1,151 @@
+"""Promotion, rollback, pause/resume and memory reset: the operator's controls (DESIGN.md 5).
+
+Each action is one transaction under a lock on the deployment row, so a rollback racing a
+promotion ends in one consistent state: whichever commits second sees the first's result. The
+live version switches, the open Release closes and a new one opens, and an AuditEntry records the
+actor and the reason. Error memories and detector states belong to versions (ErrorSample.version,
+MonitorState.version), so switching the live version switches them too: nothing is copied, and a
+rollback is instant. Serving processes read the deployment row per request and pick up the switch
+on their next call; a process that served the restored version before still holds its memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from adaptive.errors import Conflict, InvalidInput
+from adaptive.models import AuditEntry, Deployment, ErrorSample, ModelVersion, Release
+from adaptive.services import audit
+
+
+def _locked(deployment: Deployment) -> Deployment:
+    return Deployment.objects.select_for_update().select_related("live_version").get(pk=deployment.pk)
+
+
+def _switch(
+    deployment: Deployment, version: ModelVersion, *, kind: str, actor: Any, reason: str, label: str | None
+) -> Release:
+    """Make ``version`` live on the locked ``deployment``: statuses, Release rows, audit entry."""
+    previous = deployment.live_version
+    now = timezone.now()
+    if previous is not None:
+        ModelVersion.objects.filter(pk=previous.pk).update(status=ModelVersion.Status.RETIRED)
+    Release.objects.filter(deployment=deployment, ended_at__isnull=True).update(ended_at=now)
+    ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.LIVE)
+    Deployment.objects.filter(pk=deployment.pk).update(live_version=version, updated_at=now)
+    deployment.live_version = version
+    release = Release.objects.create(
+        deployment=deployment,
+        version=version,
+        memory_revision=deployment.memory_revision,
+        kind=kind,
+        started_at=now,
+        actor=audit.user_of(actor),
+        actor_label=label or audit.actor_label(actor),
+        reason=reason,
+    )
+    audit.record(
+        action=AuditEntry.Action.PROMOTE if kind == Release.Kind.PROMOTION else AuditEntry.Action.ROLLBACK,
+        deployment=deployment,
+        actor=actor,
+        label=label,
+        reason=reason,
+        from_version=previous,
+        to_version=version,
+        details={"release": release.pk, "memory_size": _memory_size(deployment, version)},
+    )
+    return release
+
+
+def _memory_size(deployment: Deployment, version: ModelVersion) -> int:
+    return ErrorSample.objects.filter(deployment=deployment, version=version, active=True).count()
+
+
+def _version(deployment: Deployment, number: Any, field: str = "version") -> ModelVersion:
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise InvalidInput(field, "required, a version number")
+    version = ModelVersion.objects.filter(deployment=deployment, number=number).first()
+    if version is None:
+        raise InvalidInput(field, f"deployment {deployment.slug!r} has no version {number}")
+    return version
+
+
+def promote(*, deployment: Deployment, number: int, actor: Any, reason: str, label: str | None = None) -> Release:
+    """Put a candidate (or a retired version) live. Promoting the live version again is a no-op."""
+    with transaction.atomic():
+        locked = _locked(deployment)
+        version = _version(locked, number)
+        if version.pk == locked.live_version_id:
+            release = Release.objects.get(deployment=locked, ended_at__isnull=True)
+            return release
+        if version.status == ModelVersion.Status.REJECTED and label == "policy":
+            raise Conflict(f"version {number} was rejected by its gates; only an operator can promote it")
+        return _switch(locked, version, kind=Release.Kind.PROMOTION, actor=actor, reason=reason, label=label)
+
+
+def rollback(*, deployment: Deployment, actor: Any, reason: str, number: int | None = None) -> Release:
+    """Put back the version live before the current release (or version ``number``), with its memory."""
+    with transaction.atomic():
+        locked = _locked(deployment)
+        if number is None:
+            current = Release.objects.filter(deployment=locked, ended_at__isnull=True).first()
+            earlier = (
+                Release.objects.filter(deployment=locked)
+                .exclude(version_id=locked.live_version_id)
+                .filter(started_at__lte=current.started_at if current else timezone.now())
+                .order_by("-started_at")
+                .select_related("version")
+                .first()
+            )
+            if earlier is None:
+                raise Conflict("there is no earlier release to roll back to")
+            version = earlier.version
+        else:
+            version = _version(locked, number)
+            if version.pk == locked.live_version_id:
+                raise Conflict(f"version {number} is already live")
+        return _switch(locked, version, kind=Release.Kind.ROLLBACK, actor=actor, reason=reason, label=None)
+
+
+def set_paused(*, deployment: Deployment, paused: bool, actor: Any, reason: str) -> Deployment:
+    """Pause or resume adaptation: while paused, serving goes on and labels wait for the memory."""
+    target = Deployment.Status.PAUSED if paused else Deployment.Status.ACTIVE
+    with transaction.atomic():
+        locked = _locked(deployment)
+        if locked.status == Deployment.Status.ARCHIVED:
+            raise Conflict("the deployment is archived")
+        if locked.status == target:
+            return locked
+        Deployment.objects.filter(pk=locked.pk).update(status=target, updated_at=timezone.now())
+        locked.status = target
+        audit.record(
+            action=AuditEntry.Action.PAUSE if paused else AuditEntry.Action.RESUME,
+            deployment=locked,
+            actor=actor,
+            reason=reason,
+        )
+    return locked
+
+
+def reset_memory(*, deployment: Deployment, actor: Any, reason: str) -> int:
+    """Empty the live version's error memory (samples are kept, inactive); returns how many."""
+    with transaction.atomic():
+        locked = _locked(deployment)
+        cleared = ErrorSample.objects.filter(deployment=locked, version_id=locked.live_version_id, active=True).update(
+            active=False
+        )
+        revision = locked.memory_revision + 1
+        epoch = locked.memory_epoch + 1
+        Deployment.objects.filter(pk=locked.pk).update(memory_revision=revision, memory_epoch=epoch)
+        audit.record(
+            action=AuditEntry.Action.RESET_MEMORY,
+            deployment=locked,
+            actor=actor,
+            reason=reason,
+            to_version=locked.live_version,
+            details={"cleared": cleared, "revision": revision},
+        )
+    return cleared
