@@ -18,7 +18,11 @@ urlpatterns = [
     path("deployments/<slug:slug>/windows/<int:id>", monitoring.WindowDetailView.as_view(), name="window-detail"),
     path("deployments/<slug:slug>/drift", monitoring.DriftListView.as_view(), name="drift-list"),
     path("deployments/<slug:slug>/detectors", monitoring.DetectorStateView.as_view(), name="detector-state"),
-    path("deployments/<slug:slug>/detectors/signals", monitoring.DetectorSignalListView.as_view(), name="detector-signals"),
+    path(
+        "deployments/<slug:slug>/detectors/signals",
+        monitoring.DetectorSignalListView.as_view(),
+        name="detector-signals",
+    ),
     path("deployments/<slug:slug>/memory", monitoring.MemoryStatsView.as_view(), name="memory-stats"),
     path("deployments/<slug:slug>/samples", monitoring.ErrorSampleListView.as_view(), name="sample-list"),
 ]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import factory
+import numpy as np
 import torch
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -14,7 +16,7 @@ from django.contrib.auth.models import Group
 from adaptive.ml.architectures import build_model
 from adaptive.ml.preprocessing import fit_preprocessing, input_spec, parse_schema
 from adaptive.ml.weights import state_dict_to_bytes
-from adaptive.models import Deployment
+from adaptive.models import Deployment, DriftMetric, ErrorSample, Event, MonitorState, Window
 
 SCHEMA = [
     {"name": "dep_delay", "type": "numeric"},
@@ -93,3 +95,112 @@ def deployment_with_live_version() -> Deployment:
     upload_version(deployment=dep, spec=spec, weights=weights, actor=None)
     dep.refresh_from_db()
     return dep
+
+
+# --- monitoring rows: events, windows, drift metrics, detector state, error samples ---------------
+
+WINDOW_START = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+def unit_key(dim: int = 8, seed: int = 0) -> bytes:
+    """A random unit vector as stored key bytes (float32 little-endian), like the runtime writes."""
+    rng = np.random.default_rng(seed)
+    vector = rng.normal(size=dim)
+    return (vector / np.linalg.norm(vector)).astype("<f4").tobytes()
+
+
+def error_stream_state(errors: list[float]) -> dict[str, Any]:
+    """One error stream's saved detectors in the monitoring service's layout (bank name -> bank state):
+    ADWIN and Page-Hinkley on the real-valued errors, KSWIN with its 100-input history, DDM on the
+    misclassifications (an error of at least 0.5)."""
+    from adaptive.ml.drift import DetectorBank
+
+    banks = {
+        "error": DetectorBank(("adwin", "page_hinkley")),
+        "kswin": DetectorBank(("kswin",), history=100),
+        "misclassification": DetectorBank(("ddm",)),
+    }
+    for name, bank in banks.items():
+        bank.update_many([float(e >= 0.5) for e in errors] if name == "misclassification" else errors)
+    return {name: bank.state_dict() for name, bank in banks.items()}
+
+
+class EventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Event
+
+    deployment = factory.SubFactory(DeploymentFactory)
+    external_id = factory.Sequence(lambda n: f"ev-{n}")
+    event_time = WINDOW_START
+    received_at = factory.LazyAttribute(lambda o: o.event_time)
+    features = factory.LazyFunction(lambda: make_rows(1)[0])
+    version = factory.LazyAttribute(lambda o: o.deployment.live_version)
+    base_score = 0.4
+    score = 0.45
+
+
+class WindowFactory(factory.django.DjangoModelFactory):
+    """A closed window; pass ``start`` (``end`` is an hour later) to place it on the time axis."""
+
+    class Meta:
+        model = Window
+
+    deployment = factory.SubFactory(DeploymentFactory)
+    version = factory.LazyAttribute(lambda o: o.deployment.live_version)
+    start = WINDOW_START
+    end = factory.LazyAttribute(lambda o: o.start + timedelta(hours=1))
+    labeled_from = factory.LazyAttribute(lambda o: o.start)
+    labeled_to = factory.LazyAttribute(lambda o: o.end)
+    n_events = 120
+    n_labeled = 100
+    base_auc = 0.70
+    compensated_auc = 0.74
+    base_log_loss = 0.60
+    compensated_log_loss = 0.55
+    base_accuracy = 0.68
+    compensated_accuracy = 0.71
+    base_brier = 0.21
+    compensated_brier = 0.19
+    memory_size = 100
+    memory_revision = 3
+    detector_signals = factory.LazyFunction(
+        lambda: {"raw": {"adwin": {"detections": [], "drift": False}}, "compensated": {}}
+    )
+
+
+class DriftMetricFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = DriftMetric
+
+    window = factory.SubFactory(WindowFactory)
+    column = "dep_delay"
+    column_kind = DriftMetric.ColumnKind.FEATURE
+    method = "ks"
+    statistic = 0.12
+    p_value = 0.2
+    threshold = 0.05
+    level = DriftMetric.Level.OK
+
+
+class MonitorStateFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = MonitorState
+
+    deployment = factory.SubFactory(DeploymentFactory)
+    version = factory.LazyAttribute(lambda o: o.deployment.live_version)
+    detectors = factory.LazyFunction(dict)
+
+
+class ErrorSampleFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ErrorSample
+
+    deployment = factory.SubFactory(DeploymentFactory)
+    version = factory.LazyAttribute(lambda o: o.deployment.live_version)
+    event = None
+    key = factory.Sequence(lambda n: unit_key(seed=n))
+    label = 1
+    base_score = 0.3
+    revision = factory.Sequence(lambda n: n + 1)
+    written_at = factory.LazyAttribute(lambda o: WINDOW_START + timedelta(minutes=o.revision))
+    active = True

@@ -24,6 +24,13 @@ V1_PATHS = [
     "/api/v1/deployments/{slug}/predict",
     "/api/v1/deployments/{slug}/compensate",
     "/api/v1/deployments/{slug}/feedback",
+    "/api/v1/deployments/{slug}/windows",
+    "/api/v1/deployments/{slug}/windows/{id}",
+    "/api/v1/deployments/{slug}/drift",
+    "/api/v1/deployments/{slug}/detectors",
+    "/api/v1/deployments/{slug}/detectors/signals",
+    "/api/v1/deployments/{slug}/memory",
+    "/api/v1/deployments/{slug}/samples",
 ]
 
 
