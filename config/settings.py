@@ -137,6 +137,9 @@ ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT") or VAR_DIR / "artifacts")
 # Threads per process for PyTorch; 0 keeps its default (all cores).
 TORCH_NUM_THREADS = env_int("TORCH_NUM_THREADS", 0, minimum=0)
 ADAPTIVE_DEVICE = env_choice("ADAPTIVE_DEVICE", "auto", ("auto", "cpu", "cuda"))
+# A running retrain or evaluation beats its heartbeat at least every quarter of this; none for this
+# long means its worker died, and the stale-job sweep (tasks.training.sweep_stale) fails the job.
+STALE_JOB_SECONDS = env_int("STALE_JOB_SECONDS", 120, minimum=1)
 MAX_WEIGHTS_BYTES = env_int("MAX_WEIGHTS_BYTES", 200 * 1024 * 1024, minimum=1024)
 MAX_BATCH_ROWS = env_int("MAX_BATCH_ROWS", 5000, minimum=1)
 # Request bodies: a predict batch of MAX_BATCH_ROWS rows is well under this.

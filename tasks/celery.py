@@ -13,7 +13,7 @@ from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-TASK_MODULES = ["tasks.system", "tasks.adaptation", "tasks.monitoring"]
+TASK_MODULES = ["tasks.system", "tasks.adaptation", "tasks.monitoring", "tasks.training"]
 
 app = Celery("control_room", include=TASK_MODULES)
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -43,6 +43,13 @@ app.conf.update(
         "close-due-windows": {
             "task": "tasks.monitoring.close_due_windows",
             "schedule": float(settings.WINDOW_SCAN_SECONDS),
+        },
+        # On the default queue, not gpu like the other training tasks: it must run when the gpu
+        # worker it checks on is dead or busy.
+        "sweep-training-jobs": {
+            "task": "tasks.training.sweep_stale",
+            "schedule": 60.0,
+            "options": {"queue": "default"},
         },
     },
 )

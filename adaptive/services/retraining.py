@@ -1,0 +1,618 @@
+"""The slow loop's training half: retrain requests, the continual-training round, memory warm-up.
+
+``request_retrain`` queues a retrain Job (the database allows one queued or running retrain per
+deployment: constraint one_active_retrain_per_deployment) and audits who asked and why.
+``run_retrain`` is the job's work (DESIGN.md 4.5): it continues training the live version on the
+deployment's labeled events and registers the result as a *candidate* version, never live.
+``warm_memory`` gives a newly promoted version an error memory by re-embedding recent labeled
+events with its own model (keys belong to the version that computed them).
+
+The data of a round, all read under one labeled-at cutoff so that labels arriving meanwhile
+change nothing:
+
+* the newest ``holdout_fraction`` of the labeled events by event time is the *holdout*: never
+  trained on, and the exact set the candidate's evaluation scores (its bounds are stored in the
+  candidate's ``metrics["holdout"]``; labels never change once set, so the bounds fix the set);
+* the ``recent`` labeled events just before it are the new data;
+* a seeded random sample of the older ones is the replay (data accumulates, it is never replaced).
+
+Features are encoded with the live version's preprocessing, kept fixed so that the candidate's
+inputs have the same shapes and meaning and its weights load into the same architecture.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import numpy as np
+import torch
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Max, Q, QuerySet
+from django.utils import timezone
+
+from adaptive import artifacts, runtime
+from adaptive.errors import Conflict, InvalidInput
+from adaptive.ml.architectures import build_model, logits_to_proba
+from adaptive.ml.compensation import fit_key_mean, keys_from_hidden
+from adaptive.ml.preprocessing import FeatureEncoder, RowError, TabularBatch, input_spec, parse_schema
+from adaptive.ml.training import Progress, TrainConfig, TrainResult, continual_train, resolve_device
+from adaptive.ml.weights import load_into, state_dict_to_bytes
+from adaptive.models import AuditEntry, Deployment, ErrorSample, Event, Job, ModelVersion
+from adaptive.services import audit, memory
+
+# A round with fewer labeled events than this cannot train and evaluate anything meaningful.
+MIN_LABELED_EVENTS: Final = 200
+# Job progress, heartbeat and message are written at most this often (seconds); each write is also
+# the cancel check. Tests lower it to see every epoch.
+PROGRESS_INTERVAL: Final = 0.5
+# Rows per forward pass when re-embedding events or scoring the training data.
+EMBED_CHUNK: Final = 4096
+# Events read per query (ids in an IN list stay under SQLite's parameter limit).
+READ_CHUNK: Final = 900
+# At most this many curve points are stored with a version (long rounds are thinned evenly).
+MAX_CURVE_POINTS: Final = 200
+# The share of the job's progress bar that training takes; loading data and saving take the rest.
+TRAINING_SPAN: Final = 0.9
+
+
+class Cancelled(Exception):
+    """The job stopped being ``running`` (cancelled, or failed by the stale-job sweep) mid-round."""
+
+
+class RetrainError(Exception):
+    """The round cannot produce a candidate (too little data, a stored row that no longer encodes)."""
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Param:
+    """One retrain parameter: its type, default and bounds (``None``: unbounded, or not nullable)."""
+
+    kind: type
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    nullable: bool = False
+
+
+# The knobs of DESIGN.md 4.5 an operator may turn per request; everything else is TrainConfig's default.
+RETRAIN_PARAMS: Final[dict[str, _Param]] = {
+    "epochs": _Param(int, 10, 1, 10_000),
+    "lr": _Param(float, 1e-3, 0.0, 1.0, low_open=True),
+    "batch_size": _Param(int, 256, 1, 65_536),
+    # Focal distillation against the live model (PCT): on by default, it cuts negative flips.
+    "distill": _Param(bool, True),
+    "temperature": _Param(float, 2.0, 0.0, 100.0, low_open=True),
+    "distill_weight": _Param(float, 0.2, 0.0, 100.0),
+    "half_finetune": _Param(bool, False),
+    # Replay rows per new training row, sampled from the labeled events older than the new data.
+    "replay_fraction": _Param(float, 0.5, 0.0, 10.0),
+    # How many of the newest labeled events (before the holdout) are the new data.
+    "recent": _Param(int, 5000, 1, 10_000_000),
+    # The newest share of the labeled events held out for the evaluation, capped at holdout_max events.
+    "holdout_fraction": _Param(float, 0.2, 0.0, 0.5, low_open=True),
+    "holdout_max": _Param(int, 20_000, 1, 1_000_000),
+    # Early stopping on the validation split of the new data; null trains every epoch.
+    "patience": _Param(int, 3, 1, 10_000, nullable=True),
+    "seed": _Param(int, 0, 0, 2**31 - 1),
+}
+
+
+def validate_params(params: Any) -> dict[str, Any]:
+    """The full parameter set of a round: the request's values over the defaults, each checked."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise InvalidInput("params", "must be a JSON object")
+    unknown = sorted(set(params) - set(RETRAIN_PARAMS))
+    if unknown:
+        raise InvalidInput(f"params.{unknown[0]}", f"unknown parameter; allowed: {', '.join(RETRAIN_PARAMS)}")
+    resolved: dict[str, Any] = {}
+    for name, spec in RETRAIN_PARAMS.items():
+        resolved[name] = _checked(f"params.{name}", params.get(name, spec.default), spec)
+    return resolved
+
+
+def _checked(field: str, value: Any, spec: _Param) -> Any:
+    if value is None:
+        if spec.nullable:
+            return None
+        raise InvalidInput(field, "must not be null")
+    if spec.kind is bool:
+        if not isinstance(value, bool):
+            raise InvalidInput(field, "must be true or false")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(field, "must be a number")
+    if spec.kind is int and not (isinstance(value, int) or float(value).is_integer()):
+        raise InvalidInput(field, "must be an integer")
+    number: int | float = int(value) if spec.kind is int else float(value)
+    if not math.isfinite(number):
+        raise InvalidInput(field, "must be finite")
+    too_low = spec.low is not None and (number <= spec.low if spec.low_open else number < spec.low)
+    too_high = spec.high is not None and number > spec.high
+    if too_low or too_high:
+        low = "(" if spec.low_open else "["
+        raise InvalidInput(field, f"must be in {low}{spec.low:g}, {spec.high:g}]")
+    return number
+
+
+def request_retrain(
+    *, deployment: Deployment, actor: Any, reason: str, params: Any = None, label: str | None = None
+) -> Job:
+    """Queue a retrain of the deployment's live version; the caller sends the task after commit.
+
+    ``label`` names a non-user actor in the audit log (``"policy"`` for automatic retrains).
+    Raises ``InvalidInput`` for a bad parameter and ``Conflict`` when the deployment cannot be
+    retrained or a retrain is already queued or running.
+    """
+    resolved = validate_params(params)
+    with transaction.atomic():
+        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        _check_retrainable(locked)
+        try:
+            # A savepoint: the constraint's error must not break the surrounding transaction.
+            with transaction.atomic():
+                job = Job.objects.create(
+                    deployment=locked,
+                    kind=Job.Kind.RETRAIN,
+                    status=Job.Status.QUEUED,
+                    params=resolved,
+                    requested_by=audit.user_of(actor),
+                    message=f"queued: retrain of v{locked.live_version.number}" if locked.live_version else "",
+                )
+        except IntegrityError:
+            raise Conflict("a retrain is already queued or running") from None
+        audit.record(
+            action=AuditEntry.Action.RETRAIN,
+            deployment=locked,
+            actor=actor,
+            label=label,
+            reason=reason,
+            from_version=locked.live_version,
+            details={"job": job.pk, "params": resolved},
+        )
+    return job
+
+
+def _check_retrainable(deployment: Deployment) -> None:
+    if deployment.serving == Deployment.Serving.EXTERNAL:
+        raise Conflict("this deployment's model is served elsewhere: the control room cannot retrain it")
+    if deployment.status == Deployment.Status.ARCHIVED:
+        raise Conflict("the deployment is archived")
+    if deployment.live_version_id is None:
+        raise Conflict("the deployment has no live version to continue training from")
+
+
+# --- progress -------------------------------------------------------------------------------------
+
+
+class JobReporter:
+    """Writes a running job's progress, message and heartbeat, throttled; doubles as the cancel check.
+
+    Every write is a conditional UPDATE on ``status = running``: when it matches no row the job was
+    cancelled (or failed by the stale sweep, which means someone else already gave up on this run),
+    and ``Cancelled`` stops the round where it is.
+    """
+
+    def __init__(self, job: Job, *, epochs: int, interval: float | None = None) -> None:
+        self.job_id = job.pk
+        self.epochs = epochs
+        self.interval = PROGRESS_INTERVAL if interval is None else interval
+        self._last = -math.inf
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval and progress.fraction < 1.0:
+            return
+        self.write(
+            TRAINING_SPAN * progress.fraction,
+            f"epoch {progress.epoch}/{self.epochs}, loss {progress.loss:.4f}",
+        )
+
+    def write(self, fraction: float, message: str) -> None:
+        updated = Job.objects.filter(pk=self.job_id, status=Job.Status.RUNNING).update(
+            progress=min(max(fraction, 0.0), 1.0), message=message[:2000], heartbeat_at=timezone.now()
+        )
+        self._last = time.monotonic()
+        if not updated:
+            status = Job.objects.filter(pk=self.job_id).values_list("status", flat=True).first()
+            raise Cancelled(f"job {self.job_id} is no longer running (status {status})")
+
+
+@contextmanager
+def heartbeat(job_id: int) -> Iterator[None]:
+    """Keep a running job's heartbeat fresh from a thread while the block runs.
+
+    Progress is only reported between epochs, and one epoch over a large data set on a CPU can take
+    longer than the stale-job threshold: without this the sweep would fail a job whose worker is
+    merely busy. The heartbeat says "the process is alive", progress says how far it got. The beat
+    runs every quarter of ``STALE_JOB_SECONDS``; a killed worker takes its thread with it.
+    """
+    interval = max(settings.STALE_JOB_SECONDS / 4, 1.0)
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"job-{job_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+# --- the round ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Rows:
+    """Labeled events read for training: ids, times, feature rows and class indexes, oldest first."""
+
+    ids: list[int]
+    times: list[datetime]
+    features: list[dict[str, Any]]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def run_retrain(job: Job, progress: Callable[[Progress], None] | None = None) -> ModelVersion:
+    """Train a candidate from the live version (the retrain job's work); returns the new version.
+
+    The job must be ``running`` (claimed). ``progress``, when given, is called after each epoch,
+    after the job row was updated. Raises ``Cancelled`` when the job stops being running before
+    the version is written, and ``RetrainError`` when there is not enough data; neither leaves a
+    version behind.
+    """
+    params = validate_params(job.params)
+    if job.deployment_id is None:
+        raise RetrainError(f"job {job.pk} names no deployment")
+    deployment = Deployment.objects.select_related("live_version").get(pk=job.deployment_id)
+    _check_retrainable(deployment)
+    live = deployment.live_version
+    assert live is not None
+    reporter = JobReporter(job, epochs=params["epochs"])
+    reporter.write(0.0, f"reading labeled events (training from v{live.number})")
+    with heartbeat(job.pk):
+        return _train_candidate(job, deployment, params, reporter, progress)
+
+
+def _train_candidate(
+    job: Job,
+    deployment: Deployment,
+    params: dict[str, Any],
+    reporter: JobReporter,
+    progress: Callable[[Progress], None] | None,
+) -> ModelVersion:
+    live = deployment.live_version
+    assert live is not None
+
+    cutoff = timezone.now()
+    labeled = Event.objects.filter(deployment=deployment, label__isnull=False, labeled_at__lte=cutoff)
+    newest_first = labeled.order_by("-event_time", "-id")
+    n_labeled = labeled.count()
+    if n_labeled < MIN_LABELED_EVENTS:
+        raise RetrainError(
+            f"only {n_labeled} labeled events; a retrain needs at least {MIN_LABELED_EVENTS} "
+            "(send more feedback, then retry)"
+        )
+    n_holdout = min(max(round(params["holdout_fraction"] * n_labeled), 1), params["holdout_max"])
+    holdout_bounds = newest_first.values_list("id", "event_time")
+    newest, oldest = holdout_bounds[0], holdout_bounds[n_holdout - 1]
+    holdout = {
+        "from_time": oldest[1].isoformat(),
+        "from_id": oldest[0],
+        "to_time": newest[1].isoformat(),
+        "to_id": newest[0],
+        "labeled_before": cutoff.isoformat(),
+        "n": n_holdout,
+    }
+    recent_rows = _read_rows(newest_first[n_holdout : n_holdout + params["recent"]])
+    recent_rows = _reversed(recent_rows)
+    older = newest_first[n_holdout + len(recent_rows) :]
+    replay_rows = _replay_sample(older, round(params["replay_fraction"] * len(recent_rows)), params["seed"])
+
+    loaded = runtime.load_version(deployment, live)
+    encoder = loaded.encoder
+    new_batch, new_labels = _encode(encoder, recent_rows)
+    replay = _encode(encoder, replay_rows) if len(replay_rows) else None
+    config = TrainConfig(
+        epochs=params["epochs"],
+        batch_size=params["batch_size"],
+        lr=params["lr"],
+        min_lr=min(TrainConfig.min_lr, params["lr"]),
+        replay_size=len(replay_rows),
+        distillation="focal" if params["distill"] else None,
+        temperature=params["temperature"],
+        distill_weight=params["distill_weight"],
+        half_finetune=params["half_finetune"],
+        patience=params["patience"],
+        seed=params["seed"],
+        device=str(resolve_device(settings.ADAPTIVE_DEVICE)),
+    )
+
+    def on_epoch(point: Progress) -> None:
+        reporter(point)
+        if progress is not None:
+            progress(point)
+
+    reporter.write(0.0, f"training on {len(recent_rows)} recent + {len(replay_rows)} replayed events")
+    result = continual_train(loaded.model, (new_batch, new_labels), replay, config, progress=on_epoch)
+
+    reporter.write(TRAINING_SPAN, "saving the candidate")
+    schema = parse_schema(deployment.feature_schema)
+    candidate = build_model(
+        live.architecture, live.config, input_spec(schema, live.preprocessing), deployment.n_outputs
+    )
+    load_into(candidate, result.state_dict)
+    candidate.eval()
+    training_batch = _concat(new_batch, replay[0] if replay is not None else None)
+    key_mean = fit_key_mean(candidate, training_batch)
+    with torch.inference_mode():
+        recent_proba = candidate.predict_proba(new_batch)
+    profile = _profile(recent_rows, recent_proba, new_labels)
+    weights = state_dict_to_bytes(candidate)
+    relative, digest = artifacts.store_weights(deployment.slug, weights)
+
+    times = recent_rows.times + replay_rows.times
+    metrics = _metrics(result, holdout=holdout, n_labeled=n_labeled)
+    with transaction.atomic():
+        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        # Checked under the lock, after the expensive part: a job cancelled (or swept as stale)
+        # while it trained must not leave a version behind.
+        status = Job.objects.select_for_update().values_list("status", flat=True).get(pk=job.pk)
+        if status != Job.Status.RUNNING:
+            raise Cancelled(f"job {job.pk} is no longer running (status {status})")
+        number = (ModelVersion.objects.filter(deployment=locked).aggregate(n=Max("number"))["n"] or 0) + 1
+        version = ModelVersion.objects.create(
+            deployment=locked,
+            number=number,
+            parent=live,
+            architecture=live.architecture,
+            config=live.config,
+            preprocessing=live.preprocessing,
+            key_mean=[float(v) for v in key_mean.tolist()],
+            threshold=live.threshold,
+            profile=profile,
+            weights_path=relative,
+            weights_sha256=digest,
+            weights_size=len(weights),
+            status=ModelVersion.Status.CANDIDATE,
+            origin=ModelVersion.Origin.RETRAINED,
+            origin_job=job,
+            data_start=min(times),
+            data_end=max(times),
+            metrics=metrics,
+            notes=f"retrained from v{live.number} by job {job.pk}",
+            created_by=job.requested_by,
+        )
+    return version
+
+
+def _read_rows(queryset: QuerySet[Event]) -> _Rows:
+    rows = _Rows([], [], [], [])
+    for pk, event_time, features, label in queryset.values_list("id", "event_time", "features", "label").iterator(
+        chunk_size=2000
+    ):
+        rows.ids.append(pk)
+        rows.times.append(event_time)
+        rows.features.append(features)
+        rows.labels.append(int(label or 0))  # the querysets here only hold labeled events
+    return rows
+
+
+def _reversed(rows: _Rows) -> _Rows:
+    return _Rows(rows.ids[::-1], rows.times[::-1], rows.features[::-1], rows.labels[::-1])
+
+
+def _replay_sample(older: QuerySet[Event], size: int, seed: int) -> _Rows:
+    """A uniform sample of ``size`` older labeled events (all of them if fewer), fixed by ``seed``.
+
+    Only the ids of the older events are read in full (8 bytes each as an array); the features are
+    read for the sample alone.
+    """
+    if size <= 0:
+        return _Rows([], [], [], [])
+    ids = np.fromiter(older.values_list("id", flat=True).iterator(chunk_size=20_000), dtype=np.int64)
+    if len(ids) > size:
+        ids = np.random.default_rng(seed).choice(ids, size=size, replace=False)
+    chosen = sorted(int(i) for i in ids)
+    rows = _Rows([], [], [], [])
+    base = Event.objects.order_by("event_time", "id")
+    for start in range(0, len(chosen), READ_CHUNK):
+        part = _read_rows(base.filter(pk__in=chosen[start : start + READ_CHUNK]))
+        rows.ids += part.ids
+        rows.times += part.times
+        rows.features += part.features
+        rows.labels += part.labels
+    return rows
+
+
+def _encode(encoder: FeatureEncoder, rows: _Rows) -> tuple[TabularBatch, torch.Tensor]:
+    try:
+        batch = encoder.encode(rows.features)
+    except RowError as exc:
+        raise RetrainError(f"event {rows.ids[exc.index]} no longer encodes: {exc.field}: {exc.reason}") from exc
+    return batch, torch.tensor(rows.labels, dtype=torch.int64)
+
+
+def _concat(first: TabularBatch, second: TabularBatch | None) -> TabularBatch:
+    if second is None:
+        return first
+    return TabularBatch(torch.cat([first.numeric, second.numeric]), torch.cat([first.categorical, second.categorical]))
+
+
+def _profile(rows: _Rows, proba: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """The drift reference of the candidate (``ModelVersion.profile``): its recent training data."""
+    try:
+        from adaptive.services.monitoring import training_profile
+    except ImportError:  # pragma: no cover - monitoring (windows and drift) is a separate module
+        return {}
+    profile: dict[str, Any] = training_profile(rows.features, proba.double().numpy(), labels.numpy())
+    return profile
+
+
+def _metrics(result: TrainResult, *, holdout: dict[str, Any], n_labeled: int) -> dict[str, Any]:
+    """What a version carries about its round: data sizes, the curve, the best epoch's validation."""
+    curve = result.curve
+    if len(curve) > MAX_CURVE_POINTS:
+        keep = sorted({round(i * (len(curve) - 1) / (MAX_CURVE_POINTS - 1)) for i in range(MAX_CURVE_POINTS)})
+        curve = [curve[i] for i in keep]
+    best = next((p for p in result.curve if p["epoch"] == result.best_epoch), result.curve[-1])
+    return _json_safe(
+        {
+            "n_labeled": n_labeled,
+            "n_train": result.n_train,
+            "n_replay": result.n_replay,
+            "n_validation": result.n_validation,
+            "holdout": holdout,
+            "epochs_run": len(result.curve),
+            "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early,
+            "train_loss": result.curve[-1]["train_loss"],
+            "val_loss": best.get("val_loss"),
+            "val_auc": best.get("val_auc"),
+            "val_accuracy": best.get("val_accuracy"),
+            "device": result.device,
+            "seconds": result.seconds_data + result.seconds_compute,
+            "samples_per_second": result.samples_per_second,
+            "curve": [
+                {k: p.get(k) for k in ("epoch", "train_loss", "val_loss", "val_auc", "val_accuracy", "lr")}
+                for p in curve
+            ],
+            "config": {k: v for k, v in result.config.items() if k != "device"},
+        }
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats become None: PostgreSQL's jsonb (and JSON itself) has no NaN."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --- holdout sets ---------------------------------------------------------------------------------
+
+
+def holdout_events(deployment: Deployment, holdout: dict[str, Any]) -> QuerySet[Event]:
+    """The labeled events a round held out (``metrics["holdout"]`` of its candidate), oldest first."""
+    from_time = datetime.fromisoformat(holdout["from_time"])
+    to_time = datetime.fromisoformat(holdout["to_time"])
+    after_start = Q(event_time__gt=from_time) | Q(event_time=from_time, id__gte=holdout["from_id"])
+    before_end = Q(event_time__lt=to_time) | Q(event_time=to_time, id__lte=holdout["to_id"])
+    return (
+        Event.objects.filter(
+            deployment=deployment,
+            label__isnull=False,
+            labeled_at__lte=datetime.fromisoformat(holdout["labeled_before"]),
+        )
+        .filter(after_start & before_end)
+        .order_by("event_time", "id")
+    )
+
+
+# --- memory warm-up -------------------------------------------------------------------------------
+
+
+def warm_memory(deployment: Deployment, version: ModelVersion, limit: int | None = None) -> int:
+    """Give ``version`` an error memory from the newest labeled events; returns the samples written.
+
+    Up to ``limit`` (at most the deployment's memory capacity) of the newest labeled events are
+    embedded with the version's own model (keys and base scores are the version's, as if it had
+    served them) and written as ErrorSamples of one new memory revision, in one transaction under
+    the deployment lock, like a compensation update. Events that already have a sample for the
+    version are skipped, so a second run (or a version that was live before) adds only what is new.
+    """
+    if deployment.serving == Deployment.Serving.EXTERNAL:
+        raise Conflict("an external deployment's memory holds the client's keys; there is nothing to re-embed")
+    if version.deployment_id != deployment.pk:
+        raise InvalidInput("version", f"version {version.pk} does not belong to deployment {deployment.slug!r}")
+    capacity = deployment.memory_capacity
+    wanted = capacity if limit is None else min(limit, capacity)
+    if wanted <= 0:
+        return 0
+    has_sample = ErrorSample.objects.filter(version=version, event_id__isnull=False).values("event_id")
+    rows = _reversed(
+        _read_rows(
+            Event.objects.filter(deployment=deployment, label__isnull=False)
+            .exclude(pk__in=has_sample)
+            .order_by("-event_time", "-id")[:wanted]
+        )
+    )
+    if not len(rows):
+        return 0
+    loaded = runtime.load_version(deployment, version)
+    keys: list[bytes] = []
+    scores: list[float] = []
+    vectors: list[list[float]] | None = [] if deployment.n_outputs > 1 else None
+    for start in range(0, len(rows), EMBED_CHUNK):
+        try:
+            batch = loaded.encoder.encode(rows.features[start : start + EMBED_CHUNK])
+        except RowError as exc:
+            raise RetrainError(f"event {rows.ids[start + exc.index]} no longer encodes: {exc.reason}") from exc
+        with torch.inference_mode():
+            h = loaded.model.embed(batch)
+            proba = logits_to_proba(loaded.model.head(h))
+            keys += runtime.encode_keys(keys_from_hidden(h, loaded.key_mean))
+        if vectors is None:
+            scores += proba.double().tolist()
+        else:
+            part = proba.double().tolist()
+            vectors += part
+            scores += [max(v) for v in part]
+    with transaction.atomic():
+        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        # Samples written since the read above (a compensation update for events this version
+        # served) are skipped rather than duplicated: the lock orders every memory write.
+        taken = set(
+            ErrorSample.objects.filter(version=version, event_id__in=rows.ids).values_list("event_id", flat=True)
+        )
+        revision = locked.memory_revision + 1
+        now = timezone.now()
+        samples = [
+            ErrorSample(
+                deployment_id=locked.pk,
+                version_id=version.pk,
+                event_id=rows.ids[i],
+                key=keys[i],
+                label=rows.labels[i],
+                base_score=scores[i],
+                base_proba=vectors[i] if vectors is not None else None,
+                revision=revision,
+                written_at=now,
+            )
+            for i in range(len(rows))
+            if rows.ids[i] not in taken
+        ]
+        if not samples:
+            return 0
+        ErrorSample.objects.bulk_create(samples, batch_size=1000)
+        # The version may hold samples already (it was live before): keep it within capacity the
+        # way compensation updates do.
+        memory._evict(locked, version.pk, revision)
+        Deployment.objects.filter(pk=locked.pk).update(memory_revision=revision)
+    return len(samples)

@@ -1,0 +1,166 @@
+"""The slow loop's background work on the ``gpu`` queue: retrain, evaluate, warm the memory, sweep.
+
+Every task here is routed to the ``gpu`` queue (``tasks.training.*`` in tasks/celery.py), the
+evaluation included: it loads two versions' models and scores up to a holdout's worth of events,
+work that belongs with the models and must not delay the fast loop's compensation updates on the
+``default`` queue. The stale-job sweep is the exception: beat sends it to ``default`` (see the
+schedule), because a sweep queued behind a dead gpu worker would never run.
+
+Flow (DESIGN.md 5.4): ``request_retrain_job`` -> ``retrain`` -> candidate version ->
+``evaluate`` (queued by ``retrain``) -> FlipReport -> gate -> reject, or promote under the auto
+policy -> the new live version's memory is warmed. Entry points call the ``request_*`` helpers,
+which call a service and send the task once the transaction commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from adaptive.ml.training import resolve_device
+from adaptive.models import Deployment, Job, ModelVersion
+from adaptive.services import evaluation, jobs, retraining
+from tasks.celery import app
+
+log = logging.getLogger(__name__)
+
+# A retrain or evaluation still queued after this long never reached a worker (a lost message, no
+# worker on the gpu queue): it is failed, so that the deployment can be retrained again.
+QUEUED_TIMEOUT = timedelta(hours=6)
+
+
+# --- entry points ---------------------------------------------------------------------------------
+
+
+def request_retrain_job(deployment: Deployment, actor: Any, reason: str, params: Any = None) -> Job:
+    """Queue a retrain (``retraining.request_retrain``) and send it after commit."""
+    job = retraining.request_retrain(deployment=deployment, actor=actor, reason=reason, params=params)
+    _send_on_commit(job, retrain)
+    return job
+
+
+def request_evaluation_job(deployment: Deployment, old_number: Any, new_number: Any, actor: Any) -> Job:
+    """Queue an on-demand comparison of two versions and send it after commit."""
+    job = evaluation.request_evaluation(
+        deployment=deployment, old_number=old_number, new_number=new_number, actor=actor
+    )
+    _send_on_commit(job, evaluate)
+    return job
+
+
+def after_promotion(deployment_id: int, version_id: int) -> None:
+    """Warm the memory of a version just put live; call inside the promoting transaction."""
+    transaction.on_commit(lambda: warm.delay(deployment_id, version_id))
+
+
+def _send_on_commit(job: Job, task: Any) -> None:
+    # The task id is stored first, so the jobs page can name the Celery task before it runs.
+    task_id = str(uuid.uuid4())
+    Job.objects.filter(pk=job.pk).update(celery_task_id=task_id)
+    job.celery_task_id = task_id
+    job_id = job.pk
+    transaction.on_commit(lambda: task.apply_async((job_id,), task_id=task_id))
+
+
+# --- tasks ----------------------------------------------------------------------------------------
+
+
+@app.task(name="tasks.training.retrain", ignore_result=True)
+def retrain(job_id: int) -> dict[str, Any] | None:
+    """Continue training the live version into a candidate, then queue its evaluation."""
+    device = str(resolve_device(settings.ADAPTIVE_DEVICE))
+    job = jobs.claim(job_id, Job.Kind.RETRAIN, device=device)
+    if job is None:
+        return None  # ran already, or cancelled: a duplicate delivery
+    try:
+        version = retraining.run_retrain(job)
+    except retraining.Cancelled as exc:
+        log.info("retrain %s stopped: %s", job_id, exc)
+        return None
+    except retraining.RetrainError as exc:
+        jobs.fail(job, str(exc))
+        return None
+    except Exception as exc:
+        jobs.fail(job, f"{type(exc).__name__}: {exc}")
+        raise
+    metrics = {
+        key: version.metrics.get(key)
+        for key in ("n_train", "n_replay", "n_validation", "epochs_run", "best_epoch", "val_auc", "seconds", "device")
+    }
+    metrics.update(version=version.number, version_id=version.pk, holdout=version.metrics.get("holdout"))
+    jobs.succeed(job, message=f"candidate v{version.number} trained on {device}", metrics=metrics)
+    if version.parent is not None:
+        follow_up = evaluation.request_evaluation(
+            deployment=version.deployment,
+            old_number=version.parent.number,
+            new_number=version.number,
+            actor=job.requested_by,
+            retrain_job=job,
+        )
+        _send_on_commit(follow_up, evaluate)
+    return metrics
+
+
+@app.task(name="tasks.training.evaluate", ignore_result=True)
+def evaluate(job_id: int) -> dict[str, Any] | None:
+    """Write the FlipReport of an evaluation job; warm the memory of a version the policy promoted."""
+    job = jobs.claim(job_id, Job.Kind.EVALUATION, device=str(resolve_device(settings.ADAPTIVE_DEVICE)))
+    if job is None:
+        return None
+    try:
+        report = evaluation.run_evaluation(job)
+    except retraining.Cancelled as exc:
+        log.info("evaluation %s stopped: %s", job_id, exc)
+        return None
+    except evaluation.EvaluationError as exc:
+        jobs.fail(job, str(exc))
+        return None
+    except Exception as exc:
+        jobs.fail(job, f"{type(exc).__name__}: {exc}")
+        raise
+    metrics = evaluation.outcome(report)
+    promoted = job.params.get("retrain_job") is not None and metrics["new_status"] == ModelVersion.Status.LIVE
+    metrics["promoted"] = promoted
+    verdict = "passed" if report.gate_passed else "failed"
+    jobs.succeed(job, message=f"v{metrics['old']} vs v{metrics['new']}: gate {verdict}", metrics=metrics)
+    if promoted:
+        # After the commit that promoted it: serving already uses the version, with an empty
+        # memory until this returns.
+        written = retraining.warm_memory(report.deployment, report.new_version)
+        log.info("warmed the memory of v%s with %s samples", metrics["new"], written)
+    return metrics
+
+
+@app.task(name="tasks.training.warm", ignore_result=True)
+def warm(deployment_id: int, version_id: int) -> int:
+    """Re-embed recent labeled events into a live version's memory (safe to run twice)."""
+    deployment = Deployment.objects.filter(pk=deployment_id).first()
+    version = ModelVersion.objects.filter(pk=version_id, deployment_id=deployment_id).first()
+    if deployment is None or version is None or deployment.live_version_id != version.pk:
+        return 0  # gone, or no longer live (a rollback came first): nothing to warm
+    return retraining.warm_memory(deployment, version)
+
+
+@app.task(name="tasks.training.sweep_stale", ignore_result=True)
+def sweep_stale() -> dict[str, list[int]]:
+    """Celery beat: fail retrains and evaluations whose worker died, or that never started."""
+    stale_after = timedelta(seconds=settings.STALE_JOB_SECONDS)
+    failed: list[int] = []
+    for kind in (Job.Kind.RETRAIN, Job.Kind.EVALUATION):
+        for job in jobs.fail_stale_running(kind, stale_after):
+            log.warning("%s job %s failed: its worker stopped answering", kind, job.pk)
+            failed.append(job.pk)
+    never_started: list[int] = []
+    cutoff = timezone.now() - QUEUED_TIMEOUT
+    for job in Job.objects.filter(
+        kind__in=(Job.Kind.RETRAIN, Job.Kind.EVALUATION), status=Job.Status.QUEUED, created_at__lt=cutoff
+    ):
+        jobs.fail(job, f"never started within {QUEUED_TIMEOUT}: is a worker consuming the gpu queue?")
+        never_started.append(job.pk)
+    return {"failed": failed, "never_started": never_started}
