@@ -22,7 +22,7 @@ from adaptive.services import audit
 
 
 def _locked(deployment: Deployment) -> Deployment:
-    return Deployment.objects.select_for_update().select_related("live_version").get(pk=deployment.pk)
+    return Deployment.objects.select_for_update(of=("self",)).select_related("live_version").get(pk=deployment.pk)
 
 
 def _switch(
