@@ -199,6 +199,9 @@ else:
     _default_backend = "rpc://"
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or _default_backend
 CELERY_TASK_ALWAYS_EAGER = False
+# How often Celery beat looks for windows to close (every deployment's window_minutes, and lost
+# messages); windows due by label count are requested by the compensation update right away.
+WINDOW_SCAN_SECONDS = env_int("WINDOW_SCAN_SECONDS", 30, minimum=1)
 
 LOGGING = {
     "version": 1,

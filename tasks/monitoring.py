@@ -1,0 +1,92 @@
+"""Monitoring work: close windows (metrics, drift, detectors) as labels accumulate.
+
+Two ways in. The compensation-update task calls ``request_window_close`` when
+``monitoring.window_due`` says a window is due (every ``window_events`` labels), and Celery beat runs
+``close_due_windows`` every ``WINDOW_SCAN_SECONDS`` for the time trigger (``window_minutes``) and to
+repair lost messages. Both go through one coalesced ``drift_scan`` Job per deployment: the database
+allows one queued at a time, and the job closes every window that is due when it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from adaptive.models import Deployment, Job
+from adaptive.services import jobs, monitoring
+from tasks.celery import app
+
+log = logging.getLogger(__name__)
+
+# A queued job older than this has probably lost its message; it is sent again (claiming makes a
+# duplicate delivery harmless).
+RESEND_AFTER = timedelta(seconds=60)
+# A window closes in about a second and the job beats after each; this long without a heartbeat
+# means its worker died.
+STALE_AFTER = timedelta(minutes=10)
+# Windows per job: a backlog drains in several jobs, each well inside the task time limit.
+MAX_WINDOWS_PER_JOB = 100
+# Finished drift scans are kept this long for the jobs page, then deleted.
+KEEP_FINISHED = timedelta(days=1)
+
+
+def request_window_close(deployment_id: int) -> Job | None:
+    """Queue a drift_scan job for the deployment unless one is queued already; send it on commit."""
+    deployment = Deployment.objects.filter(pk=deployment_id).first()
+    if deployment is None:
+        return None
+    job = jobs.queue_once(deployment, Job.Kind.DRIFT_SCAN)
+    if job is not None:
+        job_id = job.pk
+        transaction.on_commit(lambda: close_window.delay(job_id))
+    return job
+
+
+@app.task(name="tasks.monitoring.close_window", ignore_result=True)
+def close_window(job_id: int) -> dict[str, Any] | None:
+    """Close every window of the job's deployment that is due, oldest labels first."""
+    job = jobs.claim(job_id, Job.Kind.DRIFT_SCAN)
+    if job is None:
+        return None  # ran already, or cancelled: a duplicate delivery
+    deployment = job.deployment
+    assert deployment is not None
+    closed: list[int] = []
+    try:
+        while len(closed) < MAX_WINDOWS_PER_JOB and monitoring.window_due(deployment):
+            window = monitoring.close_window(deployment)
+            if window is None:
+                break  # another job closed it first, or only too-young labels wait
+            closed.append(window.pk)
+            Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
+    except Exception as exc:
+        jobs.fail(job, f"{type(exc).__name__}: {exc}")
+        raise
+    metrics = {"windows": closed}
+    jobs.succeed(job, message=f"{len(closed)} window(s) closed", metrics=metrics)
+    if len(closed) == MAX_WINDOWS_PER_JOB and monitoring.window_due(deployment):
+        request_window_close(deployment.pk)  # the rest of a backlog, in a fresh job
+    return metrics
+
+
+@app.task(name="tasks.monitoring.close_due_windows", ignore_result=True)
+def close_due_windows() -> dict[str, int]:
+    """Celery beat: queue a window close for every active deployment with one due; repair jobs."""
+    for job in jobs.fail_stale_running(Job.Kind.DRIFT_SCAN, STALE_AFTER):
+        log.warning("drift scan %s failed: its worker stopped answering", job.pk)
+    resent = 0
+    for job in jobs.stale_queued(Job.Kind.DRIFT_SCAN, RESEND_AFTER):
+        close_window.delay(job.pk)
+        resent += 1
+    requested = 0
+    now = timezone.now()
+    for deployment in Deployment.objects.active():
+        if monitoring.window_due(deployment, now) and request_window_close(deployment.pk) is not None:
+            requested += 1
+    pruned, _ = Job.objects.filter(
+        kind=Job.Kind.DRIFT_SCAN, status=Job.Status.SUCCEEDED, finished_at__lt=now - KEEP_FINISHED
+    ).delete()
+    return {"resent": resent, "requested": requested, "pruned": pruned}
