@@ -16,8 +16,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from adaptive.models import Deployment, Job
-from adaptive.services import jobs, monitoring
+from adaptive.errors import Conflict
+from adaptive.models import Deployment, Job, Window
+from adaptive.services import jobs, monitoring, policy, retraining
+from tasks import training
 from tasks.celery import app
 
 log = logging.getLogger(__name__)
@@ -65,11 +67,33 @@ def close_window(job_id: int) -> dict[str, Any] | None:
     except Exception as exc:
         jobs.fail(job, f"{type(exc).__name__}: {exc}")
         raise
-    metrics = {"windows": closed}
+    metrics: dict[str, Any] = {"windows": closed}
+    if closed:
+        metrics["policy"] = _apply_policy(deployment, closed[-1])
     jobs.succeed(job, message=f"{len(closed)} window(s) closed", metrics=metrics)
     if len(closed) == MAX_WINDOWS_PER_JOB and monitoring.window_due(deployment):
         request_window_close(deployment.pk)  # the rest of a backlog, in a fresh job
     return metrics
+
+
+def _apply_policy(deployment: Deployment, window_id: int) -> str | None:
+    """Let the retrain policy look at the newest window; queue a retrain when it says so."""
+    deployment = Deployment.objects.get(pk=deployment.pk)
+    decision = policy.decide(deployment, Window.objects.get(pk=window_id))
+    if decision is None:
+        return None
+    action, trigger = decision
+    if action == "retrain":
+        try:
+            with transaction.atomic():
+                job = retraining.request_retrain(
+                    deployment=deployment, actor=None, reason=trigger.reason, label=policy.POLICY
+                )
+                training.send_retrain(job)
+        except Conflict as exc:  # a retrain started meanwhile, or the deployment changed
+            log.info("policy retrain for %s not queued: %s", deployment.slug, exc)
+            return None
+    return action
 
 
 @app.task(name="tasks.monitoring.close_due_windows", ignore_result=True)

@@ -45,6 +45,11 @@ def request_retrain_job(deployment: Deployment, actor: Any, reason: str, params:
     return job
 
 
+def send_retrain(job: Job) -> None:
+    """Send a retrain job queued by ``retraining.request_retrain`` once the transaction commits."""
+    _send_on_commit(job, retrain)
+
+
 def request_evaluation_job(deployment: Deployment, old_number: Any, new_number: Any, actor: Any) -> Job:
     """Queue an on-demand comparison of two versions and send it after commit."""
     job = evaluation.request_evaluation(
