@@ -42,6 +42,8 @@ import sys
 from tasks.celery import app
 role, queue, schedule = sys.argv[1:4]
 app.conf.task_routes = {"tasks.monitoring.*": {"queue": queue}, "tasks.system.*": {"queue": queue}}
+app.amqp.flush_routes()
+app.amqp.router = app.amqp.Router()
 if role == "worker":
     app.worker_main(["worker", "-n", queue + "@localhost", "-Q", queue, "--pool", "solo", "--loglevel", "INFO",
                      "--without-mingle", "--without-gossip"])
@@ -56,11 +58,17 @@ def queue() -> Iterator[str]:
     """A private queue that this test process also sends the monitoring tasks to."""
     name = f"test-monitoring-{uuid.uuid4().hex[:8]}"
     saved = app.conf.task_routes
-    app.conf.task_routes = {"tasks.monitoring.*": {"queue": name}, "tasks.system.*": {"queue": name}}
-    app.amqp.flush_routes()
+    _route(app, {"tasks.monitoring.*": {"queue": name}, "tasks.system.*": {"queue": name}})
     yield name
-    app.conf.task_routes = saved
-    app.amqp.flush_routes()
+    _route(app, saved)
+
+
+def _route(celery_app: Any, routes: Any) -> None:
+    celery_app.conf.task_routes = routes
+    # The router is built once per process and keeps the route table it was built with: rebuild it,
+    # or a process that has sent a task before (an earlier test) keeps sending to "default".
+    celery_app.amqp.flush_routes()
+    celery_app.amqp.router = celery_app.amqp.Router()
 
 
 @contextmanager
