@@ -395,9 +395,10 @@ class MonitorState(models.Model):
     """Streaming detector state and drift reference of one version (or of an external deployment).
 
     Kept per version so that rolling back to a version restores its detectors along with its memory.
-    ``detectors`` is ``{"raw": DetectorBank state, "compensated": DetectorBank state}`` (plain JSON,
-    see adaptive.ml.drift); ``reference`` is the drift reference sample when the version has no
-    training profile (the first window it served).
+    ``detectors`` holds, per error stream ("raw", "compensated"), the JSON states of its detector
+    banks (see adaptive.services.monitoring.ErrorStreamDetectors and adaptive.ml.drift);
+    ``reference`` is the drift reference sample when the version has no training profile (the
+    first window it served).
     """
 
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="monitor_states")

@@ -69,7 +69,11 @@ def close_window(job_id: int) -> dict[str, Any] | None:
         raise
     metrics: dict[str, Any] = {"windows": closed}
     if closed:
-        metrics["policy"] = _apply_policy(deployment, closed[-1])
+        try:
+            metrics["policy"] = _apply_policy(deployment, closed[-1])
+        except Exception:  # the windows are written; a policy failure must not leave the job running
+            log.exception("retrain policy failed for %s", deployment.slug)
+            metrics["policy"] = "error"
     jobs.succeed(job, message=f"{len(closed)} window(s) closed", metrics=metrics)
     if len(closed) == MAX_WINDOWS_PER_JOB and monitoring.window_due(deployment):
         request_window_close(deployment.pk)  # the rest of a backlog, in a fresh job
