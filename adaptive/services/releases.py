@@ -22,7 +22,14 @@ from adaptive.services import audit
 
 
 def _locked(deployment: Deployment) -> Deployment:
-    return Deployment.objects.select_for_update(of=("self",)).select_related("live_version").get(pk=deployment.pk)
+    """The deployment row, locked, with its live version read after the lock.
+
+    Not a select_related: when PostgreSQL waits for the lock and re-reads the row, the joined
+    version row would still be the one from before the wait (a stale live version).
+    """
+    locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+    locked.live_version = ModelVersion.objects.filter(pk=locked.live_version_id).first()
+    return locked
 
 
 def _switch(
