@@ -283,9 +283,8 @@ def plan_window(deployment: Deployment, now: datetime | None = None) -> WindowPl
 def commit_window(plan: WindowPlan) -> Window | None:
     """Write a planned window in one transaction; None (nothing written) when the plan is stale."""
     with transaction.atomic():
-        deployment = (
-            Deployment.objects.select_for_update(of=("self",)).select_related("live_version").get(pk=plan.deployment_id)
-        )
+        # No select_related: after a lock wait PostgreSQL re-reads this row but not a joined one.
+        deployment = Deployment.objects.select_for_update().get(pk=plan.deployment_id)
         version = _monitored_version(deployment)
         if _cursor(deployment.pk) != plan.cursor or (version.pk if version else None) != plan.version_id:
             return None  # another close took these labels, or the live version changed meanwhile
