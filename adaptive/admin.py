@@ -1,10 +1,54 @@
-"""Django admin pages for every model, with filters and search where operators need them."""
+"""Django admin pages for every model, with filters and search where operators need them.
+
+Deployments, versions and jobs carry the operator's actions (pause, resume, reset memory, roll back,
+promote, cancel). They call the same services as the REST API, with the admin user as the actor, and
+report each result as a message: a refused action (a Conflict, a bad input) is an error message on
+the list page, never a 500.
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
 
 from adaptive import models as m
+from adaptive.errors import Conflict, InvalidInput
+from adaptive.services import jobs, releases
+
+# The reason recorded on releases, audit entries and job messages for actions taken here.
+ADMIN_REASON = "admin action"
+
+
+def _each(
+    model_admin: admin.ModelAdmin,
+    request: HttpRequest,
+    objects: Iterable[Any],
+    act: Callable[[Any], str],
+) -> None:
+    """Run ``act`` on every object and show its message; a refused action becomes an error message."""
+    for obj in objects:
+        try:
+            message = act(obj)
+        except (Conflict, InvalidInput) as exc:
+            model_admin.message_user(request, f"{obj}: {exc}", level=messages.ERROR)
+        else:
+            model_admin.message_user(request, f"{obj}: {message}", level=messages.SUCCESS)
+
+
+def _queue_warm_up(deployment_id: int, version_id: int) -> None:
+    """Queue the memory warm-up of a newly promoted version, like the promote endpoint does.
+
+    Admin actions are entry points (DESIGN.md section 2): they call a service, then enqueue. The
+    import is local so that importing the domain package never imports ``tasks``.
+    """
+    from tasks.training import after_promotion
+
+    after_promotion(deployment_id, version_id)
 
 
 @admin.register(m.Deployment)
@@ -49,6 +93,41 @@ class DeploymentAdmin(admin.ModelAdmin):
         ),
         ("History", {"fields": ["created_at", "updated_at", "created_by"]}),
     ]
+    actions = ["pause", "resume", "reset_memory", "roll_back"]
+
+    def _set_paused(self, request: HttpRequest, queryset: QuerySet[m.Deployment], paused: bool) -> None:
+        target = m.Deployment.Status.PAUSED if paused else m.Deployment.Status.ACTIVE
+
+        def act(deployment: m.Deployment) -> str:
+            before = deployment.status
+            releases.set_paused(deployment=deployment, paused=paused, actor=request.user, reason=ADMIN_REASON)
+            return f"already {target}" if before == target else f"adaptation {'paused' if paused else 'resumed'}"
+
+        _each(self, request, queryset, act)
+
+    @admin.action(description="Pause adaptation of the selected deployments", permissions=["change"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[m.Deployment]) -> None:
+        self._set_paused(request, queryset, paused=True)
+
+    @admin.action(description="Resume adaptation of the selected deployments", permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[m.Deployment]) -> None:
+        self._set_paused(request, queryset, paused=False)
+
+    @admin.action(description="Reset the live error memory of the selected deployments", permissions=["change"])
+    def reset_memory(self, request: HttpRequest, queryset: QuerySet[m.Deployment]) -> None:
+        def act(deployment: m.Deployment) -> str:
+            cleared = releases.reset_memory(deployment=deployment, actor=request.user, reason=ADMIN_REASON)
+            return f"memory reset, {cleared} samples cleared"
+
+        _each(self, request, queryset, act)
+
+    @admin.action(description="Roll back the selected deployments to their previous release", permissions=["change"])
+    def roll_back(self, request: HttpRequest, queryset: QuerySet[m.Deployment]) -> None:
+        def act(deployment: m.Deployment) -> str:
+            release = releases.rollback(deployment=deployment, actor=request.user, reason=ADMIN_REASON)
+            return f"rolled back, v{release.version.number} is live"
+
+        _each(self, request, queryset, act)
 
 
 @admin.register(m.ModelVersion)
@@ -60,6 +139,26 @@ class ModelVersionAdmin(admin.ModelAdmin):
     raw_id_fields = ["parent", "origin_job"]
     # Weights are checked on upload through the API; the admin never edits them.
     readonly_fields = ["weights_path", "weights_sha256", "weights_size", "created_at", "created_by"]
+    actions = ["promote"]
+
+    @admin.action(description="Promote the selected version (select one)", permissions=["change"])
+    def promote(self, request: HttpRequest, queryset: QuerySet[m.ModelVersion]) -> None:
+        selected = list(queryset.select_related("deployment")[:2])
+        if len(selected) != 1:
+            self.message_user(request, "Select exactly one version to promote.", level=messages.ERROR)
+            return
+
+        def act(version: m.ModelVersion) -> str:
+            requested_at = timezone.now()
+            release = releases.promote(
+                deployment=version.deployment, number=version.number, actor=request.user, reason=ADMIN_REASON
+            )
+            if release.started_at < requested_at:
+                return "already live"
+            _queue_warm_up(version.deployment_id, version.pk)
+            return "promoted, now live"
+
+        _each(self, request, selected, act)
 
 
 @admin.register(m.Release)
@@ -119,6 +218,15 @@ class JobAdmin(admin.ModelAdmin):
     list_filter = ["kind", "status", "deployment"]
     search_fields = ["message", "celery_task_id"]
     list_select_related = ["deployment"]
+    actions = ["cancel"]
+
+    @admin.action(description="Cancel the selected jobs (queued or running)", permissions=["change"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[m.Job]) -> None:
+        def act(job: m.Job) -> str:
+            jobs.cancel(job, actor=request.user, reason=ADMIN_REASON)
+            return "cancelled"
+
+        _each(self, request, queryset, act)
 
 
 @admin.register(m.FlipReport)

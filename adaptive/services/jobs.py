@@ -76,3 +76,25 @@ def fail_stale_running(kind: str, older_than: timedelta) -> list[Job]:
     for job in stale:
         fail(job, f"worker stopped answering (no heartbeat since {job.heartbeat_at:%Y-%m-%d %H:%M:%S})")
     return stale
+
+
+def cancel(job: Job, *, actor: Any, reason: str = "") -> Job:
+    """Cancel a queued or running job; cancelling a cancelled job again returns it unchanged.
+
+    One conditional UPDATE decides, so a worker that claims or finishes the job at the same moment
+    either wins (the job is finished: Conflict) or loses (``claim``, ``succeed`` and ``fail`` only
+    move queued or running jobs, so a cancelled job stays cancelled and its result is dropped).
+    No AuditEntry action fits a cancellation, so who cancelled and why go into the job's message.
+    """
+    from adaptive.errors import Conflict
+    from adaptive.services.audit import actor_label
+
+    now = timezone.now()
+    note = f"cancelled by {actor_label(actor)}" + (f": {reason}" if reason else "")
+    cancelled = Job.objects.filter(pk=job.pk, status__in=Job.ACTIVE_STATUSES).update(
+        status=Job.Status.CANCELLED, message=note[:2000], finished_at=now, heartbeat_at=now
+    )
+    current = Job.objects.get(pk=job.pk)
+    if not cancelled and current.status != Job.Status.CANCELLED:
+        raise Conflict(f"job {job.pk} has already {current.status}; only queued or running jobs can be cancelled")
+    return current

@@ -31,6 +31,20 @@ V1_PATHS = [
     "/api/v1/deployments/{slug}/detectors/signals",
     "/api/v1/deployments/{slug}/memory",
     "/api/v1/deployments/{slug}/samples",
+    "/api/v1/deployments/{slug}/promote",
+    "/api/v1/deployments/{slug}/rollback",
+    "/api/v1/deployments/{slug}/pause",
+    "/api/v1/deployments/{slug}/resume",
+    "/api/v1/deployments/{slug}/reset-memory",
+    "/api/v1/deployments/{slug}/retrain",
+    "/api/v1/deployments/{slug}/compare",
+    "/api/v1/deployments/{slug}/releases",
+    "/api/v1/deployments/{slug}/live",
+    "/api/v1/deployments/{slug}/flip-reports",
+    "/api/v1/deployments/{slug}/flip-reports/{id}",
+    "/api/v1/jobs",
+    "/api/v1/jobs/{id}",
+    "/api/v1/jobs/{id}/cancel",
 ]
 
 
