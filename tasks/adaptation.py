@@ -14,13 +14,13 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from adaptive.models import Deployment, Event, Job
 from adaptive.services import jobs, memory
 from tasks.celery import app
+from tasks.sending import send_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def request_memory_update(deployment: Deployment) -> Job | None:
     job = jobs.queue_once(deployment, Job.Kind.COMPENSATION)
     if job is not None:
         job_id = job.pk
-        transaction.on_commit(lambda: update_memory.delay(job_id))
+        send_on_commit(update_memory, (job_id,))
     return job
 
 

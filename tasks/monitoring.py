@@ -21,6 +21,7 @@ from adaptive.models import Deployment, Job, Window
 from adaptive.services import jobs, monitoring, policy, retraining
 from tasks import training
 from tasks.celery import app
+from tasks.sending import send_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def request_window_close(deployment_id: int) -> Job | None:
     job = jobs.queue_once(deployment, Job.Kind.DRIFT_SCAN)
     if job is not None:
         job_id = job.pk
-        transaction.on_commit(lambda: close_window.delay(job_id))
+        send_on_commit(close_window, (job_id,))
     return job
 
 

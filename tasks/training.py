@@ -20,13 +20,13 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from adaptive.ml.training import resolve_device
 from adaptive.models import Deployment, Job, ModelVersion
 from adaptive.services import evaluation, jobs, retraining
 from tasks.celery import app
+from tasks.sending import send_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def request_evaluation_job(deployment: Deployment, old_number: Any, new_number: 
 
 def after_promotion(deployment_id: int, version_id: int) -> None:
     """Warm the memory of a version just put live; call inside the promoting transaction."""
-    transaction.on_commit(lambda: warm.delay(deployment_id, version_id))
+    send_on_commit(warm, (deployment_id, version_id))
 
 
 def _send_on_commit(job: Job, task: Any) -> None:
@@ -70,7 +70,7 @@ def _send_on_commit(job: Job, task: Any) -> None:
     Job.objects.filter(pk=job.pk).update(celery_task_id=task_id)
     job.celery_task_id = task_id
     job_id = job.pk
-    transaction.on_commit(lambda: task.apply_async((job_id,), task_id=task_id))
+    send_on_commit(task, (job_id,), task_id=task_id)
 
 
 # --- tasks ----------------------------------------------------------------------------------------

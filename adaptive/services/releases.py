@@ -28,7 +28,8 @@ def _locked(deployment: Deployment) -> Deployment:
     version row would still be the one from before the wait (a stale live version).
     """
     locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
-    locked.live_version = ModelVersion.objects.filter(pk=locked.live_version_id).first()
+    live_id = locked.live_version_id
+    locked.live_version = ModelVersion.objects.filter(pk=live_id).first() if live_id is not None else None
     return locked
 
 
@@ -62,13 +63,9 @@ def _switch(
         reason=reason,
         from_version=previous,
         to_version=version,
-        details={"release": release.pk, "memory_size": _memory_size(deployment, version)},
+        details={"release": release.pk, "memory_revision": deployment.memory_revision},
     )
     return release
-
-
-def _memory_size(deployment: Deployment, version: ModelVersion) -> int:
-    return ErrorSample.objects.filter(deployment=deployment, version=version, active=True).count()
 
 
 def _version(deployment: Deployment, number: Any, field: str = "version") -> ModelVersion:

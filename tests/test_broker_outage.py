@@ -1,0 +1,43 @@
+"""A broker that cannot be reached: requests still succeed, the job waits, the sweeper re-sends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from adaptive.models import Deployment, Event, Job
+from tasks.celery import app
+from tests.factories import make_rows
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def unreachable_broker() -> Iterator[None]:
+    """Point the Celery app at a port where nothing listens (a real connection failure)."""
+    saved = {k: app.conf[k] for k in ("broker_url", "broker_transport_options", "task_publish_retry")}
+    app.pool.force_close_all()
+    app._pool = None  # type: ignore[attr-defined]
+    app.conf.update(broker_url="redis://127.0.0.1:9/0", broker_transport_options={}, task_publish_retry=False)
+    yield
+    app.pool.force_close_all()
+    app._pool = None  # type: ignore[attr-defined]
+    app.conf.update(saved)
+
+
+def test_feedback_succeeds_while_the_broker_is_down_and_the_job_stays_queued(
+    operator_client: APIClient, deployment: Deployment, unreachable_broker: Any
+) -> None:
+    rows = [{"id": f"r{i}", "features": f} for i, f in enumerate(make_rows(5))]
+    url = f"/api/v1/deployments/{deployment.slug}"
+    assert operator_client.post(f"{url}/predict", {"rows": rows}, format="json").status_code == 200
+
+    r = operator_client.post(f"{url}/feedback", {"labels": [{"id": "r0", "label": 1}]}, format="json")
+
+    assert r.status_code == 200 and r.json()["accepted"] == 1
+    assert Event.objects.get(external_id="r0").label == 1
+    job = Job.objects.get(deployment=deployment, kind=Job.Kind.COMPENSATION)
+    assert job.status == Job.Status.QUEUED  # tasks.adaptation.sweep re-sends it once the broker is back
