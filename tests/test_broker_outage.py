@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from adaptive.models import Deployment, Event, Job
+from adaptive.models import Event, Job
+from adaptive.services.keys import create_key
 from tasks.celery import app
-from tests.factories import make_rows
+from tests.factories import deployment_with_live_version, make_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,14 +29,17 @@ def unreachable_broker() -> Iterator[None]:
     app.conf.update(saved)
 
 
-def test_feedback_succeeds_while_the_broker_is_down_and_the_job_stays_queued(
-    operator_client: APIClient, deployment: Deployment, unreachable_broker: Any
-) -> None:
+def test_feedback_succeeds_while_the_broker_is_down_and_the_job_stays_queued(unreachable_broker: Any) -> None:
+    # An ingestion key, not a role client: transactional tests flush the role groups.
+    deployment = deployment_with_live_version()
+    _, raw = create_key(deployment=deployment, name="outage", actor=None)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Key {raw}")
     rows = [{"id": f"r{i}", "features": f} for i, f in enumerate(make_rows(5))]
     url = f"/api/v1/deployments/{deployment.slug}"
-    assert operator_client.post(f"{url}/predict", {"rows": rows}, format="json").status_code == 200
+    assert client.post(f"{url}/predict", {"rows": rows}, format="json").status_code == 200
 
-    r = operator_client.post(f"{url}/feedback", {"labels": [{"id": "r0", "label": 1}]}, format="json")
+    r = client.post(f"{url}/feedback", {"labels": [{"id": "r0", "label": 1}]}, format="json")
 
     assert r.status_code == 200 and r.json()["accepted"] == 1
     assert Event.objects.get(external_id="r0").label == 1
