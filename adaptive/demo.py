@@ -4,11 +4,15 @@
 the REST API, and nothing more; the client then talks to the server like any integration would:
 
 1. the deployment ``flights`` (binary: ``on_time`` / ``delayed``; the schema of
-   ``adaptive.ml.streams``' flights stream), created through the registry service;
+   ``adaptive.ml.streams``' flights stream), created through the registry service with retrain
+   policy ``auto``: a retrained candidate that passes its gates goes live without an operator;
 2. a first version: the tuned MLP of ``bench/stream_replay.py`` trained on the first months of
-   2013, uploaded through the registry (so it gets its Release and audit entries) with its
-   preprocessing, key mean (``fit_key_mean``), validation metrics and a training profile;
-3. an ingestion key for the deployment, written to a file readable by its owner only;
+   2013 (``train_first_version``, also used by ``bench/retrain_flips.py``), uploaded through the
+   registry (so it gets its Release and audit entries) with its preprocessing, key mean
+   (``fit_key_mean``), validation metrics and a training profile;
+3. an ingestion key for the deployment, written to a file readable by its owner only, and the API
+   token of an operator (``bin/up``: the admin of ``manage.py ensure_admin``) in another such file:
+   the client requests a retrain part-way through the replay, which an ingestion key may not;
 4. the replay: the rest of the year in time order as JSON lines (``id``, ``ts``, ``features``,
    ``label`` as the class index), so the client needs no data package. The year ends at midnight
    UTC: the last evening flights of December 31st (local time) are left out, so that per-month
@@ -16,8 +20,9 @@ the REST API, and nothing more; the client then talks to the server like any int
    event, a few thousand spread over all remaining months, so the seasons still drift.
 
 Every step is idempotent: an existing deployment and live version are reused (a second ``bin/up``
-does not retrain), a key file is reused while its key is active, a replay file is rewritten only
-when its parameters change. The stream is loaded only when a step needs it.
+does not retrain, and keeps the retrain policy an operator may have changed), a key file is reused
+while its key is active, a replay file is rewritten only when its parameters change. The stream is
+loaded only when a step needs it.
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ from typing import Any, Final
 import numpy as np
 import torch
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from adaptive.errors import Conflict
 from adaptive.ml.architectures import TabularModel
@@ -46,6 +53,7 @@ from adaptive.ml.streams import FLIGHTS_CATEGORICAL, FLIGHTS_NUMERIC, Stream, lo
 from adaptive.ml.training import TrainConfig, train_initial
 from adaptive.ml.weights import state_dict_to_bytes
 from adaptive.models import Deployment, ModelVersion, Task
+from adaptive.roles import Role, role_of
 from adaptive.services import registry
 from adaptive.services.keys import create_key, find_active_key
 
@@ -70,6 +78,8 @@ FAST_ROWS: Final = 5000
 # Rows of the training period kept as the version's reference profile for drift tests.
 PROFILE_ROWS: Final = 2000
 KEY_NAME: Final = "demo-replay"
+# Whose API token the replay client uses for the retrain (bin/up: the admin of manage.py ensure_admin).
+TOKEN_USER: Final = "admin"
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,7 @@ class DemoResult:
     trained: bool
     key_file: Path
     key_created: bool
+    token_file: Path | None
     replay_file: Path
     replay_rows: int
     replay_written: bool
@@ -93,6 +104,10 @@ def demo_dir() -> Path:
 
 def key_path(slug: str = DEMO_SLUG) -> Path:
     return demo_dir() / f"{slug}-ingestion-key"
+
+
+def token_path() -> Path:
+    return demo_dir() / "operator-token"
 
 
 def replay_path(slug: str = DEMO_SLUG, *, fast: bool = False) -> Path:
@@ -112,9 +127,14 @@ def setup_demo(
     train_months: int = DEFAULT_TRAIN_MONTHS,
     fast: bool = False,
     fast_rows: int = FAST_ROWS,
+    token_user: str | None = TOKEN_USER,
     log: Callable[[str], None] = print,
 ) -> DemoResult:
-    """Create (or reuse) the demo's deployment, first version, ingestion key and replay file."""
+    """Create (or reuse) the demo's deployment, first version, ingestion key, token file and replay file.
+
+    ``token_user``: whose API token goes into ``token_path()`` (an operator or admin; ``None``: no
+    token file, and the replay cannot request a retrain).
+    """
     stream: Stream | None = None
 
     def flights() -> Stream:
@@ -127,12 +147,13 @@ def setup_demo(
     deployment = _ensure_deployment(slug, log)
     version, trained = _ensure_version(deployment, train_until(train_months), flights, log)
     key_file, key_created = _ensure_key(deployment, log)
+    token_file = _ensure_token_file(token_user, log) if token_user else None
     # The replay starts where the first version's training data ended, even when an earlier run
     # trained it with another --train-months: the replay must not score events the model learned.
     assert version.data_end is not None
     replay_file = replay_path(slug, fast=fast)
     rows, written = _ensure_replay(replay_file, version.data_end, fast, fast_rows, flights, log)
-    return DemoResult(deployment, version, trained, key_file, key_created, replay_file, rows, written)
+    return DemoResult(deployment, version, trained, key_file, key_created, token_file, replay_file, rows, written)
 
 
 # --- the deployment and its first version --------------------------------------------------------
@@ -146,11 +167,15 @@ def _ensure_deployment(slug: str, log: Callable[[str], None]) -> Deployment:
         "task": Task.BINARY,
         "classes": CLASSES,
         "feature_schema": FEATURE_SCHEMA,
+        # The demo shows the whole slow loop: a candidate that passes its gates is promoted by the
+        # policy, one that fails them is rejected (DESIGN.md 5.4).
+        "retrain_policy": Deployment.RetrainPolicy.AUTO,
     }
     try:
         deployment, created = registry.create_deployment(fields=fields, actor=None)
     except Conflict:
-        # Renamed or re-described by someone: fine, as long as it still serves the flights schema.
+        # Renamed, re-described or set to another retrain policy by someone: fine, as long as it
+        # still serves the flights schema.
         deployment = Deployment.objects.get(slug=slug)
         if deployment.feature_schema != FEATURE_SCHEMA or deployment.task != Task.BINARY:
             raise Conflict(
@@ -158,7 +183,7 @@ def _ensure_deployment(slug: str, log: Callable[[str], None]) -> Deployment:
                 f"or start from an empty VAR_DIR ({settings.VAR_DIR})"
             ) from None
         created = False
-    log(f"deployment {slug!r}: {'created' if created else 'exists'}")
+    log(f"deployment {slug!r}: {'created' if created else 'exists'} (retrain policy {deployment.retrain_policy})")
     return deployment
 
 
@@ -179,14 +204,40 @@ def _ensure_version(
 
     stream = flights()
     n_train = int(np.searchsorted(stream.times, np.datetime64(until.replace(tzinfo=None), "s"), side="left"))
-    schema = parse_schema(FEATURE_SCHEMA)
+    spec, weights = train_first_version(
+        stream,
+        n_train,
+        notes=f"Demo: trained by manage.py demo_setup on the {n_train} flights before {until:%Y-%m-%d}.",
+        log=log,
+    )
+    with transaction.atomic():  # a version without its training period could not be reused
+        version, _ = registry.upload_version(deployment=deployment, spec=spec, weights=weights, actor=None)
+        # The training period is not part of an upload's spec; the replay is cut where it ends.
+        version.data_start = _aware(stream.times[0])
+        version.data_end = until
+        version.save(update_fields=["data_start", "data_end"])
+    deployment.refresh_from_db()
+    log(f"uploaded v{version.number} ({version.weights_sha256[:12]}), live: {deployment.live_version_id == version.pk}")
+    return version, True
+
+
+def train_first_version(
+    stream: Stream, n_train: int, *, seed: int = 0, notes: str = "", log: Callable[[str], None] = print
+) -> tuple[dict[str, Any], bytes]:
+    """Train the demo's model on the first ``n_train`` events of ``stream``: (upload spec, weights).
+
+    The spec is what ``registry.upload_version`` takes: architecture and config, preprocessing fitted
+    on the training events, key mean, validation metrics and a drift profile of the training period.
+    """
+    schema = parse_schema(stream.schema)
     train_rows = stream.rows[:n_train]
     preprocessing = fit_preprocessing(schema, train_rows, min_count=MIN_VOCAB_COUNT)
     encoder = FeatureEncoder(schema, preprocessing)
     batch = encoder.encode(train_rows)
     labels = torch.from_numpy(stream.labels[:n_train].astype(np.float32))
-    log(f"training {ARCHITECTURE} {MODEL_CONFIG['hidden']} on {n_train} flights before {until:%Y-%m-%d}...")
-    config = dataclasses.replace(TRAINING, device=settings.ADAPTIVE_DEVICE)
+    period = f"{str(stream.times[0])[:10]}..{str(stream.times[n_train - 1])[:10]}"
+    log(f"training {ARCHITECTURE} {MODEL_CONFIG['hidden']} on the first {n_train} {stream.name} events ({period})...")
+    config = dataclasses.replace(TRAINING, device=settings.ADAPTIVE_DEVICE, seed=seed)
     model, result = train_initial(ARCHITECTURE, MODEL_CONFIG, encoder.spec, 1, (batch, labels), config)
     best = next(point for point in result.curve if point["epoch"] == result.best_epoch)
     log(
@@ -200,7 +251,7 @@ def _ensure_version(
         "preprocessing": preprocessing,
         "key_mean": [float(v) for v in key_mean.tolist()],
         "threshold": 0.5,
-        "notes": f"Demo: trained by manage.py demo_setup on the {n_train} flights before {until:%Y-%m-%d}.",
+        "notes": notes,
         "metrics": {
             "val_auc": best["val_auc"],
             "val_log_loss": best["val_loss"],
@@ -212,17 +263,7 @@ def _ensure_version(
         # The drift reference: what the training period looked like, features, scores and labels.
         "profile": _profile(stream, n_train, batch, model),
     }
-    with transaction.atomic():  # a version without its training period could not be reused
-        version, _ = registry.upload_version(
-            deployment=deployment, spec=spec, weights=state_dict_to_bytes(model), actor=None
-        )
-        # The training period is not part of an upload's spec; the replay is cut where it ends.
-        version.data_start = _aware(stream.times[0])
-        version.data_end = until
-        version.save(update_fields=["data_start", "data_end"])
-    deployment.refresh_from_db()
-    log(f"uploaded v{version.number} ({version.weights_sha256[:12]}), live: {deployment.live_version_id == version.pk}")
-    return version, True
+    return spec, state_dict_to_bytes(model)
 
 
 @torch.inference_mode()
@@ -231,7 +272,7 @@ def _profile(stream: Stream, n_train: int, batch: TabularBatch, model: TabularMo
     picked = np.sort(np.random.default_rng(0).choice(n_train, size=min(PROFILE_ROWS, n_train), replace=False))
     scores = model.predict_proba(batch.select(torch.from_numpy(picked))).tolist()
     return {
-        "features": {entry["name"]: [stream.rows[i][entry["name"]] for i in picked] for entry in FEATURE_SCHEMA},
+        "features": {entry["name"]: [stream.rows[i][entry["name"]] for i in picked] for entry in stream.schema},
         "prediction": [round(float(s), 6) for s in scores],
         "label": [int(stream.labels[i]) for i in picked],
     }
@@ -268,6 +309,31 @@ def _write_private(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# --- the operator's token --------------------------------------------------------------------------
+
+
+def _ensure_token_file(username: str, log: Callable[[str], None]) -> Path | None:
+    """Write ``username``'s API token to ``token_path()`` (mode 0600); None when there is no such operator.
+
+    The replay client requests its retrain with this token: ingestion keys may only predict and send
+    feedback. A file, not the command line, so the token does not show in the process list.
+    """
+    path = token_path()
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None or role_of(user) < Role.OPERATOR:
+        log(
+            f"no operator {username!r} (manage.py ensure_admin creates the admin): "
+            "no token file, the replay cannot request a retrain"
+        )
+        path.unlink(missing_ok=True)  # an old file would hold a token of someone else
+        return None
+    token, _ = Token.objects.get_or_create(user=user)
+    if not path.exists() or path.read_text().strip() != token.key:
+        _write_private(path, token.key + "\n")
+    log(f"API token of {username!r} in {path} (mode 0600), for the replay's retrain request")
+    return path
 
 
 # --- the replay file -----------------------------------------------------------------------------

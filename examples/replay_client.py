@@ -6,7 +6,8 @@ the server over HTTP only. Copy it and change ``read_rows`` to plug in your own 
 
     python examples/replay_client.py --key-file var/demo/flights-ingestion-key \\
         --file var/demo/flights-replay.jsonl [--url http://127.0.0.1:8000] [--slug flights] \\
-        [--batch 500] [--label-delay 2 | --label-delay 5s] [--speed 0] [--limit N] [--summary-json F]
+        [--batch 500] [--label-delay 2 | --label-delay 5s] [--speed 0] [--limit N] [--summary-json F] \\
+        [--retrain-at 0.6 --token-file var/demo/operator-token [--retrain-params '{"epochs": 3}']]
 
 What it does, in the file's order (the replay is sorted by event time):
 
@@ -18,23 +19,42 @@ What it does, in the file's order (the replay is sorted by event time):
    waiting when the file ends are sent at once. The server learns from labels only, so a longer delay
    means compensation reacts later.
 3. Paces itself to ``--speed`` rows per second (0: as fast as the server answers).
-4. Prints a summary: rows, labels, versions and memory revisions seen, and the base model's AUC and log
-   loss against the compensated scores', over the whole replay and per month of event time.
+4. Optionally (``--retrain-at FRACTION``), once that share of the rows was sent and at least
+   ``MIN_RETRAIN_LABELS`` labels were accepted, asks for a retrain: ``POST .../retrain`` with a reason
+   and ``--retrain-params`` (training overrides such as ``epochs``, ``recent``, ``distill``). The
+   server trains a candidate from the live version on the ``gpu`` queue, then compares it with the
+   live version on the newest labeled events, which the round held out (a *flip report*: accuracy,
+   AUC, negative and positive flips, the gate's verdict). A candidate that passes the gates is promoted
+   when the deployment's retrain policy is ``auto``; one that fails them is rejected. The replay goes
+   on meanwhile, as real traffic would; between batches the client follows ``GET /api/v1/jobs/{id}``,
+   then the evaluation job, the flip report (``GET .../flip-reports/{id}``) and the release that put
+   the candidate live (``GET .../releases``). When the file ends before the verdict, it waits for it
+   (at most ``--retrain-timeout`` seconds). If the server answers 409 because a retrain is already
+   running (the auto policy may have started one), the client follows that one instead.
+5. Prints a summary: rows, labels, versions and memory revisions seen, and the base model's AUC and log
+   loss against the compensated scores', over the whole replay, per month of event time and per
+   version served; with ``--retrain-at``, the retrain job, its flip report and the promotion or block.
 
 Every row of the file is a JSON object ``{"id": str, "ts": ISO-8601, "features": {...}, "label": int}``;
 ``label`` is the class index (binary: 1 is the positive class, whose probability ``score`` is).
 
 Retries: connection errors, timeouts and HTTP 429/502/503/504 are retried with exponential backoff
 (honouring ``Retry-After``). That is safe because predict and feedback are idempotent by id: the
-server answers a known id with its stored prediction and ignores a label it already has. Other HTTP
-errors stop the client with the server's message.
+server answers a known id with its stored prediction and ignores a label it already has; reads are
+safe anyway, and a retried retrain request that had reached the server meets a 409 and follows the
+job it created. Other HTTP errors stop the client with the server's message (a failed retrain step
+stops only the retrain: the replay goes on).
 
 Authentication: ``--key-file`` (or ``--key``) sends ``Authorization: Key <key>`` (an ingestion key,
 which may only predict and send feedback for its deployment); ``--token`` sends ``Authorization:
-Token <token>`` (a user's API token, operator role or above).
+Token <token>`` (a user's API token, operator role or above). The retrain needs an operator: with an
+ingestion key for the traffic, pass the operator's token in ``--token-file`` (a file, so that it does
+not show in the process list); an ingestion key asking for a retrain gets HTTP 403.
 
-Exit status: 0 when the whole file was replayed, 1 on an API or connection failure, 2 on bad
-arguments, 130 when interrupted (Ctrl-C or SIGTERM), after printing the summary so far.
+Exit status: 0 when the whole file was replayed (and the retrain, when asked for, reached a verdict:
+promoted, rejected or waiting for an operator), 1 on an API or connection failure or a retrain that
+failed or timed out, 2 on bad arguments, 130 when interrupted (Ctrl-C or SIGTERM), after printing
+the summary so far.
 """
 
 from __future__ import annotations
@@ -49,6 +69,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +78,19 @@ import httpx
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 LOG_LOSS_EPS = 1e-15  # the server's adaptive.ml.flips uses the same clip
 RECENT_ROWS = 5000  # progress lines show AUCs over the last this many labeled rows
+# The retrain is requested once this many labels were accepted, whatever --retrain-at says: the server
+# refuses a round with fewer than 200 labeled events, and holds the newest fifth of them out.
+MIN_RETRAIN_LABELS = 500
+RETRAIN_POLL_SECONDS = 1.0  # at most one look at the retrain's jobs per this many seconds
+FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class ApiError(Exception):
     """The server refused a request for a reason a retry will not fix, or never answered."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status, None when the server never answered
 
 
 # --- reading the replay -------------------------------------------------------------------------
@@ -97,14 +127,19 @@ def batches(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str
 
 
 class Api:
-    """POSTs JSON to one deployment's endpoints, retrying what is safe to retry."""
+    """Sends JSON to the API, retrying what is safe to retry.
+
+    Paths are a deployment's (``"predict"`` is ``/api/v1/deployments/{slug}/predict``) unless they start
+    with ``/``, which is the API's root (``"/jobs/7"`` is ``/api/v1/jobs/7``).
+    """
 
     def __init__(self, url: str, slug: str, authorization: str, *, timeout: float, retries: int) -> None:
         self.client = httpx.Client(
-            base_url=f"{url.rstrip('/')}/api/v1/deployments/{slug}/",
+            base_url=f"{url.rstrip('/')}/api/v1/",
             headers={"Authorization": authorization, "Content-Type": "application/json"},
             timeout=timeout,
         )
+        self.slug = slug
         self.retries = retries
         self.retried = 0
 
@@ -112,20 +147,29 @@ class Api:
         self.client.close()
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        content = json.dumps(body, separators=(",", ":")).encode()
+        return self._send("POST", path, content=json.dumps(body, separators=(",", ":")).encode())
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._send("GET", path, params=params)
+
+    def _send(self, method: str, path: str, **request: Any) -> dict[str, Any]:
+        url = path.lstrip("/") if path.startswith("/") else f"deployments/{self.slug}/{path}"
         for attempt in range(self.retries + 1):
             try:
-                response = self.client.post(path, content=content)
+                response = self.client.request(method, url, **request)
             except httpx.TransportError as exc:  # refused, reset, timed out: the server may be (re)starting
                 problem, wait = f"{type(exc).__name__}: {exc}", None
             else:
                 if response.status_code < 300:
-                    return response.json()
+                    answer: dict[str, Any] = response.json()
+                    return answer
                 if response.status_code not in RETRY_STATUSES:
-                    raise ApiError(f"POST {path}: HTTP {response.status_code}: {response.text[:500]}")
+                    raise ApiError(
+                        f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}", response.status_code
+                    )
                 problem, wait = f"HTTP {response.status_code}", _retry_after(response)
             if attempt == self.retries:
-                raise ApiError(f"POST {path}: {problem}; gave up after {self.retries} retries")
+                raise ApiError(f"{method} {path}: {problem}; gave up after {self.retries} retries")
             delay = wait if wait is not None else min(10.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
             print(f"  {path}: {problem}; retrying in {delay:.1f}s", file=sys.stderr, flush=True)
             self.retried += 1
@@ -229,7 +273,8 @@ class Scored:
     labels: list[int] = field(default_factory=list)
     base: list[float] = field(default_factory=list)
     score: list[float] = field(default_factory=list)
-    versions: collections.Counter[int] = field(default_factory=collections.Counter)
+    versions: collections.Counter[int | None] = field(default_factory=collections.Counter)
+    served_by: list[int | None] = field(default_factory=list)  # the version that scored each row
     revisions: list[int] = field(default_factory=list)
 
     def add(self, rows: list[dict[str, Any]], predictions: list[dict[str, Any]]) -> None:
@@ -241,6 +286,7 @@ class Scored:
             self.base.append(float(prediction["base_score"]))
             self.score.append(float(prediction["score"]))
             self.versions[prediction.get("version")] += 1
+            self.served_by.append(prediction.get("version"))
             # Servers that report it say which memory revision compensated the row.
             if prediction.get("memory_revision") is not None:
                 self.revisions.append(int(prediction["memory_revision"]))
@@ -261,6 +307,267 @@ class Scored:
         }
 
 
+# --- the retrain: request it, follow it, report it -----------------------------------------------
+
+
+@dataclass
+class Retrain:
+    """``--retrain-at``: one retrain requested part-way through the replay and followed to its verdict.
+
+    The server's pipeline: the retrain job trains a candidate version from the live one, then queues an
+    evaluation job (``params.retrain_job`` names the retrain) that writes a flip report and acts on the
+    gate: the candidate is rejected, promoted by the auto policy, or left for an operator. ``follow``
+    advances through it with one or two GETs and never blocks; ``wait`` polls until the verdict.
+    """
+
+    api: Api
+    at: float
+    params: dict[str, Any]
+    reason: str
+    requested_after: dict[str, Any] | None = None
+    note: str = ""
+    job: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+    release: dict[str, Any] | None = None
+    error: str | None = None
+    # The newest job before the replay, and the comparisons made meanwhile besides this retrain's (the
+    # auto policy retrains on drift by itself; an operator may compare versions).
+    jobs_before: int = 0
+    others: list[dict[str, Any]] = field(default_factory=list)
+    _next_look: float = 0.0
+
+    def start(self) -> None:
+        """Before the replay: check the token (a wrong one fails here, not part-way) and mark the jobs so far."""
+        try:
+            page = self.api.get("/jobs", {"deployment": self.api.slug, "limit": 1})
+        except ApiError as exc:
+            self.error = f"the operator's token: {exc}"
+            print(f"  retrain: {self.error}", file=sys.stderr, flush=True)
+            return
+        self.jobs_before = page["results"][0]["id"] if page["results"] else 0
+
+    @property
+    def requested(self) -> bool:
+        return self.job is not None or self.error is not None
+
+    @property
+    def done(self) -> bool:
+        """A verdict (the flip report and what became of the candidate), or an error."""
+        return self.error is not None or self.report is not None
+
+    def collect_others(self) -> None:
+        """After the replay: the flip reports of other evaluations that ran meanwhile, and their candidates' fate."""
+        if self.job is None:
+            return
+        mine = self.report["id"] if self.report is not None else None
+        try:
+            reports = self.api.get("flip-reports", {"limit": 20})["results"]
+            for report in reversed(reports):  # oldest first
+                if report["job"] is not None and report["job"] > self.jobs_before and report["id"] != mine:
+                    version = self.api.get(f"versions/{report['new_version']}")
+                    self.others.append({**report, "new_status": version["status"]})
+        except ApiError as exc:  # only a footnote of the summary: say so and go on
+            print(f"  retrain: listing the other flip reports: {exc}", file=sys.stderr, flush=True)
+
+    def due(self, tally: Tally, total: int) -> bool:
+        return not self.requested and tally.rows_sent >= self.at * total and tally.labels_in >= MIN_RETRAIN_LABELS
+
+    def request(self, tally: Tally, month: str) -> None:
+        """POST the retrain; on 409 (one is already queued or running) follow that one."""
+        self.requested_after = {"rows": tally.rows_sent, "labels": tally.labels_in, "month": month}
+        body = {"reason": self.reason, "params": self.params}
+        try:
+            try:
+                self.job = self.api.post("retrain", body)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                self.job = self._active_retrain()
+                if self.job is None:  # it finished between the two requests: ask again
+                    self.job = self.api.post("retrain", body)
+                else:
+                    by = self.job.get("requested_by") or "the retrain policy"
+                    self.note = (
+                        f"a retrain was already {self.job['status']} (job {self.job['id']}, by {by}): followed it"
+                    )
+        except ApiError as exc:
+            self.error = f"retrain request: {exc}"
+            print(f"  retrain: {self.error}", file=sys.stderr, flush=True)
+            return
+        answer = self.note.replace("followed it", "following it") or f"job {self.job['id']} {self.job['status']}"
+        print(
+            f"  retrain requested after {tally.rows_sent} rows ({month}, {tally.labels_in} labels): {answer}",
+            flush=True,
+        )
+        self._next_look = time.monotonic() + RETRAIN_POLL_SECONDS
+
+    def _active_retrain(self) -> dict[str, Any] | None:
+        page = self.api.get("/jobs", {"deployment": self.api.slug, "kind": "retrain", "limit": 10})
+        return next((job for job in page["results"] if job["status"] not in FINISHED), None)
+
+    def follow(self, *, force: bool = False) -> None:
+        """One step along the pipeline, at most every RETRAIN_POLL_SECONDS; errors end the retrain only."""
+        if self.job is None or self.done or (not force and time.monotonic() < self._next_look):
+            return
+        self._next_look = time.monotonic() + RETRAIN_POLL_SECONDS
+        try:
+            self._step()
+        except ApiError as exc:
+            self.error = f"following the retrain: {exc}"
+            print(f"  retrain: {self.error}", file=sys.stderr, flush=True)
+
+    def _step(self) -> None:
+        assert self.job is not None
+        if self.job["status"] not in FINISHED:
+            self.job = self.api.get(f"/jobs/{self.job['id']}")
+            if self.job["status"] not in FINISHED:
+                return
+            print(f"  retrain job {self.job['id']} {self.job['status']}: {self.job['message']}", flush=True)
+            if self.job["status"] != "succeeded":
+                self.error = f"retrain job {self.job['id']} {self.job['status']}: {self.job['message']}"
+                return
+        if self.evaluation is None or self.evaluation["status"] not in FINISHED:
+            # The retrain queues its evaluation when it succeeds; the newest evaluations come first.
+            page = self.api.get("/jobs", {"deployment": self.api.slug, "kind": "evaluation", "limit": 20})
+            mine = [job for job in page["results"] if job["params"].get("retrain_job") == self.job["id"]]
+            if not mine:
+                return
+            self.evaluation = mine[0]
+            if self.evaluation["status"] not in FINISHED:
+                return
+            if self.evaluation["status"] != "succeeded":
+                self.error = (
+                    f"evaluation job {self.evaluation['id']} {self.evaluation['status']}: {self.evaluation['message']}"
+                )
+                return
+        outcome = self.evaluation["metrics"]
+        if outcome.get("promoted"):
+            releases = self.api.get("releases", {"limit": 10})["results"]
+            self.release = next(
+                (r for r in releases if r["version"] == outcome["new"] and r["kind"] == "promotion"), None
+            )
+        self.report = self.api.get(f"flip-reports/{outcome['report']}")
+        print(f"  flip report {self.report['id']}: {self.verdict()}", flush=True)
+
+    def wait(self, timeout: float) -> None:
+        """Follow until the verdict, an error or ``timeout`` seconds (then an error)."""
+        if self.job is None or self.done:
+            return
+        print(f"waiting for the retrain (job {self.job['id']}, at most {timeout:g}s)...", flush=True)
+        deadline = time.monotonic() + timeout
+        while not self.done:
+            if time.monotonic() >= deadline:
+                where = self.evaluation or self.job
+                self.error = (
+                    f"no verdict after {timeout:g}s: {where['kind']} job {where['id']} {where['status']} "
+                    f"({where['message']})"
+                )
+                return
+            time.sleep(max(0.0, self._next_look - time.monotonic()))
+            self.follow(force=True)
+
+    def verdict(self) -> str:
+        """What became of the candidate, in a few words."""
+        if self.report is None or self.evaluation is None:
+            return "no verdict"
+        outcome = self.evaluation["metrics"]
+        new, status = outcome["new"], outcome.get("new_status")
+        if outcome.get("promoted"):
+            return f"gate passed, v{new} promoted"
+        if status == "rejected":
+            return f"gate failed, v{new} blocked (rejected)"
+        if self.report["gate_passed"]:
+            return f"gate passed, v{new} waits for an operator (retrain policy manual)"
+        return f"gate failed, v{new} is {status}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "params": self.params,
+            "requested_after": self.requested_after,
+            "note": self.note or None,
+            "job": self.job,
+            "evaluation": self.evaluation,
+            "flip_report": self.report,
+            "release": self.release,
+            "verdict": self.verdict() if self.report is not None else None,
+            "error": self.error,
+            "other_flip_reports": self.others,
+        }
+
+    def lines(self) -> list[str]:
+        """The summary's retrain section."""
+        if self.job is None:
+            return ["", "== Retrain", self.error or f"not requested: fewer than {MIN_RETRAIN_LABELS} labels were in"]
+        job, params, after = self.job, self.job["params"], self.requested_after or {}
+        when = f"{after.get('rows')} rows ({after.get('month')}, {after.get('labels')} labels)"
+        lines = ["", f"== Retrain: requested after {when}"]
+        if self.note:
+            lines.append(self.note)
+        lines.append(
+            f"retrain job {job['id']}: {job['status']}{_took(job)} on {job.get('device') or '-'}; "
+            f"epochs {params.get('epochs')}, recent {params.get('recent')}, distill {params.get('distill')}"
+        )
+        if job["status"] == "succeeded":
+            m = job.get("metrics") or {}
+            lines.append(
+                f"  candidate v{m.get('version')}: {m.get('epochs_run')} epochs run (best {m.get('best_epoch')}), "
+                f"{m.get('n_train')} training rows ({m.get('n_replay')} replayed), "
+                f"validation AUC {_fmt(m.get('val_auc'))}, training {_fmt(m.get('seconds'), 1)}s"
+            )
+        if self.evaluation is not None:
+            lines.append(f"evaluation job {self.evaluation['id']}: {self.evaluation['status']}{_took(self.evaluation)}")
+        report = self.report
+        if report is not None and self.evaluation is not None:
+            old, new = report["old_version"], report["new_version"]
+            lines += [
+                f"flip report {report['id']}: v{old} -> v{new} on {report['n']} held-out labeled events",
+                f"  accuracy {_fmt(report['old_accuracy'])} -> {_fmt(report['new_accuracy'])} | "
+                f"AUC {_fmt(report['old_auc'])} -> {_fmt(report['new_auc'])}",
+                f"  NFR {_fmt(report['nfr'])} [{_fmt(report['nfr_low'])}, {_fmt(report['nfr_high'])}] | "
+                f"PFR {_fmt(report['pfr'])} | relative NFR {_fmt(report['relative_nfr'])}",
+                f"  gate {'passed' if report['gate_passed'] else 'failed'}:",
+                *(f"    {reason}" for reason in report["gate_reasons"]),
+            ]
+            outcome = self.evaluation["metrics"]
+            if outcome.get("promoted"):
+                release = self.release or {}
+                since = f" since {release['started_at']}" if release else ""
+                lines.append(f"promoted: v{new} live{since} by {release.get('actor', 'policy')}, replacing v{old}")
+            elif outcome.get("new_status") == "rejected":
+                lines.append(f"blocked: v{new} rejected by the gate; v{old} stays live")
+            else:
+                lines.append(f"not promoted: {self.verdict()}")
+        if self.error:
+            lines.append(f"error: {self.error}")
+        if self.others:
+            lines.append(
+                "other comparisons during the replay (the auto retrain policy's own retrains, or an operator's):"
+            )
+        for other in self.others:
+            lines.append(
+                f"  flip report {other['id']}: v{other['old_version']} -> v{other['new_version']} on {other['n']} "
+                f"events, NFR {_fmt(other['nfr'])} (upper {_fmt(other['nfr_high'])}), "
+                f"gate {'passed' if other['gate_passed'] else 'failed'}; v{other['new_version']} is now "
+                f"{other['new_status']}"
+            )
+        return lines
+
+
+def _took(job: dict[str, Any]) -> str:
+    """`` in 4.2s (queued 0.8s)`` from a job's timestamps, as far as they are set."""
+    took = _seconds_between(job.get("started_at"), job.get("finished_at"))
+    queued = _seconds_between(job.get("created_at"), job.get("started_at"))
+    return (f" in {took:.1f}s" if took is not None else "") + (f" (queued {queued:.1f}s)" if queued is not None else "")
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
 # --- the replay ----------------------------------------------------------------------------------
 
 
@@ -273,9 +580,18 @@ class Tally:
     already_labeled: int = 0
     unknown: int = 0
 
+    @property
+    def labels_in(self) -> int:
+        """Labels the server holds for the replayed rows (stored now, or by an earlier replay)."""
+        return self.accepted + self.already_labeled
 
-def replay(args: argparse.Namespace, api: Api, scored: Scored, tally: Tally, total: int) -> None:
+
+def replay(
+    args: argparse.Namespace, api: Api, scored: Scored, tally: Tally, total: int, retrain: Retrain | None
+) -> None:
     pending = PendingLabels(args.label_delay)
+    if retrain is not None:
+        retrain.start()
     started = time.monotonic()
     next_progress = started + args.progress if args.progress > 0 else math.inf
 
@@ -296,6 +612,10 @@ def replay(args: argparse.Namespace, api: Api, scored: Scored, tally: Tally, tot
         pending.add(tally.batches, [{"id": row["id"], "label": row["label"]} for row in batch])
         if args.speed > 0:  # pace to the cap: row n goes out no earlier than n / speed seconds in
             time.sleep(max(0.0, started + tally.rows_sent / args.speed - time.monotonic()))
+        if retrain is not None:
+            if retrain.due(tally, total):
+                retrain.request(tally, scored.months[-1])
+            retrain.follow()
         if time.monotonic() >= next_progress:
             print(progress_line(scored, tally, total, time.monotonic() - started), flush=True)
             next_progress = time.monotonic() + args.progress
@@ -303,6 +623,11 @@ def replay(args: argparse.Namespace, api: Api, scored: Scored, tally: Tally, tot
         send_labels(labels)
     for labels in pending.drain():  # the file has ended: no prediction is left to wait for them
         send_labels(labels)
+    if retrain is not None:
+        if not retrain.requested and tally.labels_in >= MIN_RETRAIN_LABELS:
+            retrain.request(tally, scored.months[-1] if scored.months else "-")
+        retrain.wait(args.retrain_timeout)
+        retrain.collect_others()
 
 
 def progress_line(scored: Scored, tally: Tally, total: int, elapsed: float) -> str:
@@ -317,7 +642,13 @@ def progress_line(scored: Scored, tally: Tally, total: int, elapsed: float) -> s
 
 
 def summarise(
-    args: argparse.Namespace, scored: Scored, tally: Tally, api: Api, seconds: float, interrupted: bool
+    args: argparse.Namespace,
+    scored: Scored,
+    tally: Tally,
+    api: Api,
+    seconds: float,
+    interrupted: bool,
+    retrain: Retrain | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
     """The summary as printable lines and as a JSON-ready dict."""
     overall = scored.metrics(range(len(scored.labels)))
@@ -325,6 +656,13 @@ def summarise(
     for i, month in enumerate(scored.months):
         months[month].append(i)
     per_month = {month: scored.metrics(index) for month, index in sorted(months.items())}
+    served: dict[str, list[int]] = collections.defaultdict(list)
+    for i, version in enumerate(scored.served_by):
+        served[str(version)].append(i)
+    per_version = {
+        version: {**scored.metrics(index), "from": scored.months[index[0]], "to": scored.months[index[-1]]}
+        for version, index in served.items()
+    }
     compensated_rows = sum(1 for b, s in zip(scored.base, scored.score, strict=True) if b != s)
     data = {
         "slug": args.slug,
@@ -347,6 +685,8 @@ def summarise(
         "speed": args.speed,
         "overall": overall,
         "months": per_month,
+        "per_version": per_version,
+        "retrain": retrain.as_dict() if retrain is not None else None,
     }
     rate = tally.rows_sent / seconds if seconds > 0 else 0.0
     versions = ", ".join(f"v{v} x{n}" for v, n in data["versions"].items()) or "-"
@@ -376,6 +716,15 @@ def summarise(
         f"base log loss {_fmt(overall['base_log_loss'])} | compensated log loss "
         f"{_fmt(overall['compensated_log_loss'])}",
     ]
+    if len(per_version) > 1 or retrain is not None:
+        lines += ["", f"{'version':<8} {'events':>7} {'months':>17} {'base AUC':>9} {'comp AUC':>9} {'delta':>8}"]
+        for number, m in per_version.items():
+            lines.append(
+                f"{'v' + number:<8} {m['n']:>7} {m['from'] + '..' + m['to']:>17} {_fmt(m['base_auc']):>9} "
+                f"{_fmt(m['compensated_auc']):>9} {_fmt(m['auc_delta'], signed=True):>8}"
+            )
+    if retrain is not None:
+        lines += retrain.lines()
     if tally.rows_sent and compensated_rows == 0:
         lines.append("note: score == base_score on every row: the server did not compensate (off, or memory empty)")
     if tally.already_labeled:
@@ -419,11 +768,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--retries", type=int, default=8, help="retries per request (default %(default)s)")
     parser.add_argument("--progress", type=float, default=10.0, help="seconds between progress lines; 0 = none")
     parser.add_argument("--summary-json", type=Path, default=None, help="also write the summary to this file")
+    retrain = parser.add_argument_group("retrain (optional; needs an operator's token)")
+    retrain.add_argument(
+        "--retrain-at",
+        type=_fraction,
+        default=None,
+        metavar="FRACTION",
+        help=f"request a retrain once this share of the rows was sent (and {MIN_RETRAIN_LABELS} labels accepted)",
+    )
+    retrain.add_argument(
+        "--token-file", type=Path, help="file holding an operator's API token, for the retrain (Authorization: Token)"
+    )
+    retrain.add_argument(
+        "--retrain-params",
+        type=_json_object,
+        default={},
+        help='training overrides as a JSON object, e.g. \'{"epochs": 3, "recent": 3000}\' (default: the server\'s)',
+    )
+    retrain.add_argument("--retrain-reason", default=None, help="the reason stored in the audit log")
+    retrain.add_argument(
+        "--retrain-timeout", type=float, default=600.0, help="seconds to wait for the verdict after the replay"
+    )
     args = parser.parse_args(argv)
     if args.speed < 0 or not math.isfinite(args.speed):
         parser.error("--speed must be a number >= 0")
     if not args.file.is_file():
         parser.error(f"no replay file {args.file} (bin/up writes it: manage.py demo_setup)")
+    if args.retrain_at is not None and not (args.token_file or args.token):
+        parser.error("--retrain-at needs an operator's token: --token-file (ingestion keys may not retrain)")
+    if args.token_file is not None and not args.token_file.is_file():
+        parser.error(f"no token file {args.token_file}")
     return args
 
 
@@ -432,6 +806,28 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def _operator_authorization(args: argparse.Namespace) -> str:
+    token = args.token_file.read_text().strip() if args.token_file else args.token
+    return f"Token {token}"
 
 
 def _authorization(args: argparse.Namespace) -> str:
@@ -456,11 +852,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     api = Api(args.url, args.slug, _authorization(args), timeout=args.timeout, retries=args.retries)
+    retrain = None
+    if args.retrain_at is not None:
+        operator = Api(args.url, args.slug, _operator_authorization(args), timeout=args.timeout, retries=args.retries)
+        reason = args.retrain_reason or f"replay client: retrain after {args.retrain_at:.0%} of {args.file.name}"
+        retrain = Retrain(operator, args.retrain_at, args.retrain_params, reason)
     scored, tally = Scored(), Tally()
     started = time.monotonic()
     status, interrupted = 0, False
     try:
-        replay(args, api, scored, tally, total)
+        replay(args, api, scored, tally, total, retrain)
     except KeyboardInterrupt:
         status, interrupted = 130, True
     except ApiError as exc:
@@ -468,7 +869,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = 1
     finally:
         api.close()
-    lines, data = summarise(args, scored, tally, api, time.monotonic() - started, interrupted)
+        if retrain is not None:
+            retrain.api.close()
+    if status == 0 and retrain is not None and retrain.error is not None:
+        status = 1  # asked for, and it did not reach a verdict
+    lines, data = summarise(args, scored, tally, api, time.monotonic() - started, interrupted, retrain)
     print("\n".join(lines), flush=True)
     if args.summary_json is not None:
         args.summary_json.parent.mkdir(parents=True, exist_ok=True)

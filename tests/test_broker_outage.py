@@ -20,13 +20,20 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def unreachable_broker() -> Iterator[None]:
     """Point the Celery app at a port where nothing listens (a real connection failure)."""
     saved = {k: app.conf[k] for k in ("broker_url", "broker_transport_options", "task_publish_retry")}
-    app.pool.force_close_all()
-    app._pool = None  # type: ignore[attr-defined]
+    _drop_connections()
     app.conf.update(broker_url="redis://127.0.0.1:9/0", broker_transport_options={}, task_publish_retry=False)
     yield
-    app.pool.force_close_all()
-    app._pool = None  # type: ignore[attr-defined]
+    _drop_connections()
     app.conf.update(saved)
+    _drop_connections()
+
+
+def _drop_connections() -> None:
+    """Forget the app's broker connections and producers, so the next send connects afresh."""
+    if app._pool is not None:  # type: ignore[attr-defined]
+        app._pool.force_close_all()  # type: ignore[attr-defined]
+    app._pool = None  # type: ignore[attr-defined]
+    app.amqp._producer_pool = None
 
 
 def test_feedback_succeeds_while_the_broker_is_down_and_the_job_stays_queued(unreachable_broker: Any) -> None:

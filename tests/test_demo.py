@@ -2,8 +2,10 @@
 
 Nothing is mocked: bin/up migrates a fresh SQLite database under its own VAR_DIR, trains the flights
 model, starts gunicorn, a Celery worker and beat on a free port, and the replay client streams the
-shortened year through the REST API. Each run gets its own session (``start_new_session``), so after
-it ends any process still in that session is one bin/up failed to stop.
+shortened year through the REST API, asking for a retrain part-way through with the admin's token:
+the worker trains a candidate, writes its flip report and promotes or rejects it. Each run gets its
+own session (``start_new_session``), so after it ends any process still in that session is one bin/up
+failed to stop.
 
 Below them: ``manage.py demo_setup`` run twice (the second run must not retrain), and the replay
 client's own logic (metrics against the engine's, label delays, retries against a local stub server).
@@ -34,7 +36,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from rest_framework.authtoken.models import Token
 
 from adaptive.ml import flips
 from adaptive.models import Deployment, IngestionKey, Release
@@ -56,6 +60,8 @@ UNSET = (
     "DEMO_BATCH",
     "DEMO_LABEL_DELAY",
     "DEMO_TRAIN_MONTHS",
+    "DEMO_RETRAIN_AT",
+    "DEMO_RETRAIN_PARAMS",
 )
 
 
@@ -211,6 +217,59 @@ def test_fast_demo_runs_end_to_end_and_stops_everything(var_dir: Path) -> None:
 
     key_file = var_dir / "demo" / "flights-ingestion-key"
     assert key_file.stat().st_mode & 0o777 == 0o600
+    _assert_the_retrain_is_reported(output, summary, var_dir)
+
+
+def _assert_the_retrain_is_reported(output: str, summary: dict, var_dir: Path) -> None:
+    """The slow loop in the demo: a retrain job, its flip report, and a promotion or a block."""
+    token_file = var_dir / "demo" / "operator-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
+    assert token not in output.replace(f"API token for 'admin': {token}", "")  # printed once, by ensure_admin
+
+    retrain = summary["retrain"]
+    assert retrain is not None and retrain["error"] is None, retrain
+    assert retrain["requested_after"]["rows"] >= 0.6 * summary["rows_sent"]
+    job, evaluation, report = retrain["job"], retrain["evaluation"], retrain["flip_report"]
+    assert (job["kind"], job["status"], job["device"]) == ("retrain", "succeeded", "cpu")
+    assert evaluation["params"]["retrain_job"] == job["id"] and evaluation["status"] == "succeeded"
+    assert report["n"] > 0 and report["nfr_low"] <= report["nfr"] <= report["nfr_high"]
+    assert report["gate_reasons"]
+    # The auto policy may have retrained on drift before the client asked (then this 'job' is either
+    # the client's, trained from the policy's promoted candidate, or the policy's own, followed after
+    # a 409); either way the report compares the candidate with the version it was trained from.
+    old, new = report["old_version"], report["new_version"]
+    assert 1 <= old < new == job["metrics"]["version"]
+    if retrain["note"] is None:
+        assert (job["params"]["epochs"], job["params"]["recent"]) == (3, 3000)  # bin/up's --fast parameters
+
+    assert re.search(r"^== Retrain: requested after \d+ rows \(2013-\d\d, \d+ labels\)$", output, re.MULTILINE)
+    assert re.search(
+        rf"^retrain job {job['id']}: succeeded in [0-9.]+s \(queued [0-9.]+s\) on cpu; epochs \d+, recent \d+, "
+        r"distill True$",
+        output,
+        re.MULTILINE,
+    ), output[-4000:]
+    assert re.search(rf"^  candidate v{new}: \d+ epochs run \(best \d+\), \d+ training rows", output, re.MULTILINE)
+    assert re.search(
+        rf"^flip report {report['id']}: v{old} -> v{new} on {report['n']} held-out labeled events$", output, re.M
+    )
+    assert re.search(r"^  accuracy [0-9.]+ -> [0-9.]+ \| AUC [0-9.]+ -> [0-9.]+$", output, re.MULTILINE)
+    assert re.search(
+        r"^  NFR [0-9.]+ \[[0-9.]+, [0-9.]+\] \| PFR [0-9.]+ \| relative NFR ([0-9.]+|-)$", output, re.MULTILINE
+    )
+    assert re.search(rf"^  gate {'passed' if report['gate_passed'] else 'failed'}:$", output, re.MULTILINE)
+    if report["gate_passed"]:  # the demo deployment's retrain policy is auto: a passing candidate goes live
+        assert re.search(rf"^promoted: v{new} live since \S+ by policy, replacing v{old}$", output, re.M), output[
+            -4000:
+        ]
+        assert retrain["release"]["version"] == new and retrain["release"]["actor"] == "policy"
+    else:
+        assert re.search(rf"^blocked: v{new} rejected by the gate; v{old} stays live$", output, re.M), output[-4000:]
+        assert str(new) not in summary["versions"]
+    # The per-version table: every version that served rows, with its AUCs.
+    for version, figures in summary["per_version"].items():
+        assert re.search(rf"^v{version} +{figures['n']} +2013-\d\d\.\.2013-\d\d ", output, re.MULTILINE)
 
 
 @pytest.mark.worker
@@ -241,14 +300,22 @@ def test_demo_setup_twice_reuses_the_deployment_version_and_key(settings, tmp_pa
     try:
         call_command("demo_setup", "--fast", "--fast-rows", "300", stdout=first)
         key = (tmp_path / "demo" / "flights-ingestion-key").read_text()
+        # No admin on the first run: no token file (the replay then cannot retrain); bin/up runs
+        # ensure_admin first, as here before the second run.
+        assert not (tmp_path / "demo" / "operator-token").exists()
+        admin = get_user_model().objects.create_superuser("admin", password="x")
         call_command("demo_setup", "--fast", "--fast-rows", "300", stdout=second)
     finally:
         torch.set_num_threads(threads)
 
-    assert "uploaded v1" in first.getvalue()
+    assert "uploaded v1" in first.getvalue() and "no operator 'admin'" in first.getvalue()
     assert "not retraining" in second.getvalue() and "training" not in second.getvalue().replace("not retraining", "")
     assert "(reused)" in second.getvalue()
     deployment = Deployment.objects.get(slug="flights")
+    assert deployment.retrain_policy == Deployment.RetrainPolicy.AUTO  # a passing candidate goes live
+    token_file = tmp_path / "demo" / "operator-token"
+    assert token_file.read_text().strip() == Token.objects.get(user=admin).key
+    assert token_file.stat().st_mode & 0o777 == 0o600
     version = deployment.live_version
     assert version is not None and deployment.versions.count() == 1
     assert version.key_mean is not None and len(version.key_mean) == 32
@@ -335,3 +402,93 @@ def test_client_retries_503_and_connection_errors_then_gives_up() -> None:
     dead = client.Api(f"http://127.0.0.1:{_free_port()}", "flights", "Key k", timeout=1, retries=1)
     with pytest.raises(client.ApiError, match="gave up after 1 retries"):
         dead.post("predict", {"rows": []})
+
+
+def test_client_follows_a_retrain_already_running_to_its_promotion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 409 on the retrain request (the auto policy started one): the client follows that job instead."""
+    client = _client_module()
+    monkeypatch.setattr(client, "RETRAIN_POLL_SECONDS", 0.0)
+    stamp = "2013-09-01T10:00:0{}Z"
+    job = {"id": 7, "kind": "retrain", "status": "running", "message": "epoch 2/10", "device": "cpu",
+           "requested_by": None, "params": {"epochs": 10, "recent": 5000, "distill": True}, "metrics": {},
+           "created_at": stamp.format(0), "started_at": stamp.format(1), "finished_at": None}  # fmt: skip
+    done = {**job, "status": "succeeded", "message": "candidate v2 trained on cpu", "finished_at": stamp.format(4),
+            "metrics": {"version": 2, "epochs_run": 10, "best_epoch": 8, "n_train": 7000, "n_replay": 2500,
+                        "val_auc": 0.71, "seconds": 2.5}}  # fmt: skip
+    evaluation = {"id": 9, "kind": "evaluation", "status": "succeeded", "message": "v1 vs v2: gate passed",
+                  "params": {"retrain_job": 7}, "created_at": stamp.format(4), "started_at": stamp.format(5),
+                  "finished_at": stamp.format(6),
+                  "metrics": {"report": 3, "old": 1, "new": 2, "promoted": True, "new_status": "live"}}  # fmt: skip
+    report = {"id": 3, "job": 9, "old_version": 1, "new_version": 2, "n": 440, "old_accuracy": 0.68,
+              "new_accuracy": 0.69, "old_auc": 0.64, "new_auc": 0.70, "nfr": 0.002, "nfr_low": 0.0004,
+              "nfr_high": 0.01, "pfr": 0.01, "relative_nfr": 0.02, "gate_passed": True,
+              "gate_reasons": ["pass: auc delta +0.06", "pass: NFR upper bound 0.01"]}  # fmt: skip
+    routes = {
+        ("POST", "/api/v1/deployments/flights/retrain", ""): (409, {"error": "conflict"}),
+        ("GET", "/api/v1/jobs", "deployment=flights&limit=1"): (200, {"results": [{"id": 5}]}),
+        ("GET", "/api/v1/jobs", "retrain"): (200, {"results": [job]}),
+        ("GET", "/api/v1/jobs/7", ""): (200, done),
+        ("GET", "/api/v1/jobs", "evaluation"): (200, {"results": [evaluation]}),
+        ("GET", "/api/v1/deployments/flights/releases", ""): (
+            200,
+            {"results": [{"version": 2, "kind": "promotion", "actor": "policy", "started_at": stamp.format(6)}]},
+        ),
+        ("GET", "/api/v1/deployments/flights/flip-reports/3", ""): (200, report),
+        ("GET", "/api/v1/deployments/flights/flip-reports", ""): (
+            200,
+            {"results": [report, {**report, "id": 2, "job": 4}]},  # job 4: before the replay, not listed
+        ),
+    }
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self, method: str) -> None:
+            path, _, query = self.path.partition("?")
+            seen.append(f"{method} {self.path}")
+            if method == "POST":
+                self.rfile.read(int(self.headers["Content-Length"]))
+            status, body = next(
+                (answer for (m, p, q), answer in routes.items() if m == method and p == path and q in query),
+                (404, {"error": "not_found"}),
+            )
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self.answer("GET")
+
+        def do_POST(self) -> None:
+            self.answer("POST")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = client.Api(f"http://127.0.0.1:{server.server_port}", "flights", "Token t", timeout=5, retries=0)
+        retrain = client.Retrain(api, 0.6, {"epochs": 3}, "test")
+        retrain.start()
+        tally = client.Tally(rows_sent=600, accepted=550)
+        assert retrain.due(tally, 1000)
+        retrain.request(tally, "2013-09")
+        retrain.wait(10)
+        retrain.collect_others()
+        api.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert retrain.error is None and retrain.done, seen
+    lines = "\n".join(retrain.lines())
+    assert "a retrain was already running (job 7, by the retrain policy): followed it" in lines
+    assert "retrain job 7: succeeded in 3.0s (queued 1.0s) on cpu; epochs 10, recent 5000, distill True" in lines
+    assert "evaluation job 9: succeeded in 1.0s (queued 1.0s)" in lines
+    assert "flip report 3: v1 -> v2 on 440 held-out labeled events" in lines
+    assert "  NFR 0.0020 [0.0004, 0.0100] | PFR 0.0100 | relative NFR 0.0200" in lines
+    assert "    pass: NFR upper bound 0.01" in lines
+    assert "promoted: v2 live since 2013-09-01T10:00:06Z by policy, replacing v1" in lines
+    assert "other comparisons" not in lines  # report 2 came from job 4, before the replay
