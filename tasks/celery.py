@@ -24,10 +24,18 @@ app.conf.update(
     accept_content=["json"],
     result_accept_content=["json"],
     result_expires=3600,
-    task_queues=[Queue("default", routing_key="default"), Queue("gpu", routing_key="gpu")],
+    # default: the fast loop (compensation updates, sweeps), seconds or less; monitoring: window
+    # closes and drift scans (about a second each); gpu: retraining and evaluation (minutes). Run
+    # default on its own worker processes, so a memory update never waits behind a drift scan
+    # (bench/responsiveness.py measured that wait at several seconds under load).
+    task_queues=[
+        Queue("default", routing_key="default"),
+        Queue("monitoring", routing_key="monitoring"),
+        Queue("gpu", routing_key="gpu"),
+    ],
     task_default_routing_key="default",
     task_default_queue="default",
-    task_routes={"tasks.training.*": {"queue": "gpu"}},
+    task_routes={"tasks.training.*": {"queue": "gpu"}, "tasks.monitoring.*": {"queue": "monitoring"}},
     # Long jobs: a worker takes one message at a time so others are not stuck behind it.
     worker_prefetch_multiplier=1,
     task_soft_time_limit=int(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT", "3300")),
