@@ -29,9 +29,11 @@ def unreachable_broker() -> Iterator[None]:
 
 
 def _drop_connections() -> None:
-    """Forget the app's broker connections and producers, so the next send connects afresh."""
-    if app._pool is not None:  # type: ignore[attr-defined]
-        app._pool.force_close_all()  # type: ignore[attr-defined]
+    """Make the app look its pools up again for the current broker URL.
+
+    Pools live in kombu's process-wide registry, keyed by URL: closing one would break every later
+    use of that broker in this process, so they are only forgotten here, never closed.
+    """
     app._pool = None  # type: ignore[attr-defined]
     app.amqp._producer_pool = None
 
