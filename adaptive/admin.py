@@ -93,7 +93,7 @@ class DeploymentAdmin(admin.ModelAdmin):
         ),
         ("History", {"fields": ["created_at", "updated_at", "created_by"]}),
     ]
-    actions = ["pause", "resume", "reset_memory", "roll_back"]
+    actions = ["pause", "resume", "reset_memory", "roll_back", "retrain"]
 
     def _set_paused(self, request: HttpRequest, queryset: QuerySet[m.Deployment], paused: bool) -> None:
         target = m.Deployment.Status.PAUSED if paused else m.Deployment.Status.ACTIVE
@@ -126,6 +126,16 @@ class DeploymentAdmin(admin.ModelAdmin):
         def act(deployment: m.Deployment) -> str:
             release = releases.rollback(deployment=deployment, actor=request.user, reason=ADMIN_REASON)
             return f"rolled back, v{release.version.number} is live"
+
+        _each(self, request, queryset, act)
+
+    @admin.action(description="Retrain the live version of the selected deployments now", permissions=["change"])
+    def retrain(self, request: HttpRequest, queryset: QuerySet[m.Deployment]) -> None:
+        from tasks.training import request_retrain_job  # entry point -> tasks, as _queue_warm_up
+
+        def act(deployment: m.Deployment) -> str:
+            job = request_retrain_job(deployment, request.user, ADMIN_REASON, None)
+            return f"retrain queued as job {job.pk}"
 
         _each(self, request, queryset, act)
 

@@ -173,3 +173,16 @@ def test_cancel_jobs_from_the_job_list(browser: Client, deployment: Deployment) 
     assert (queued.status, queued.message) == (Job.Status.CANCELLED, "cancelled by root-admin: admin action")
     assert queued.finished_at is not None
     assert done.status == Job.Status.SUCCEEDED
+
+
+def test_retrain_now_from_the_deployment_list_queues_one_job(
+    browser: Client, admin_user: Any, deployment: Deployment
+) -> None:
+    first = _act(browser, "deployment", "retrain", [deployment])
+    second = _act(browser, "deployment", "retrain", [deployment])
+
+    job = Job.objects.get(deployment=deployment, kind=Job.Kind.RETRAIN)
+    assert first == [("success", f"{deployment.slug}: retrain queued as job {job.pk}")]
+    assert second[0][0] == "error" and "already" in second[0][1]
+    entry = AuditEntry.objects.get(action=AuditEntry.Action.RETRAIN)
+    assert (entry.actor, entry.reason) == (admin_user, "admin action")
