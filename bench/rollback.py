@@ -65,10 +65,10 @@ from bench.ingest import (  # noqa: E402
     BenchError,
     Gunicorn,
     drop_database,
-    recreate_database,
     scratch_database_name,
     synthetic_flight,
 )
+from bench.predict import close_django_connections, prepare_database, server_description  # noqa: E402
 
 DEFAULT_DATABASE_URL: Final = "postgresql://root@127.0.0.1:5432/bench_rollback"
 SLUG: Final = "bench-rollback"
@@ -104,36 +104,6 @@ def bench_env(workdir: Path, database_url: str) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     }
-
-
-def prepare_database(db: str, url: str, env: dict[str, str]) -> None:
-    """Create (PostgreSQL: drop and re-create) and migrate; then set up Django in this process."""
-    (Path(env["VAR_DIR"]) / "staticfiles").mkdir(parents=True, exist_ok=True)  # whitenoise warns otherwise
-    if db == "postgres":
-        recreate_database(url)
-    os.environ.update(env)
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", interactive=False, verbosity=0)
-
-
-def close_django_connections() -> None:
-    if "django" in sys.modules:
-        from django.db import connections
-
-        connections.close_all()
-
-
-def server_description(db: str, url: str) -> str:
-    if db == "sqlite":
-        import sqlite3
-
-        return f"SQLite {sqlite3.sqlite_version} (WAL)"
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    return f"PostgreSQL {row[0] if row else '?'}"
 
 
 @dataclass(frozen=True)
