@@ -68,7 +68,15 @@ from bench.ingest import (  # noqa: E402
     scratch_database_name,
     synthetic_flight,
 )
-from bench.predict import close_django_connections, prepare_database, server_description  # noqa: E402
+
+# The environment of the bench's processes: a file-system broker in the temporary folder, so a
+# promotion's warm-up message never reaches a worker serving another database.
+from bench.predict import (  # noqa: E402
+    bench_env,
+    close_django_connections,
+    prepare_database,
+    server_description,
+)
 
 DEFAULT_DATABASE_URL: Final = "postgresql://root@127.0.0.1:5432/bench_rollback"
 SLUG: Final = "bench-rollback"
@@ -79,31 +87,6 @@ OPERATOR: Final = "bench-operator"
 
 
 # --- set-up: environment, database, deployment, memories ------------------------------------------
-
-
-def bench_env(workdir: Path, database_url: str) -> dict[str, str]:
-    """The environment of gunicorn, manage.py and this process's Django.
-
-    The broker is the file-system one in the temporary folder, always: a promotion through the API
-    queues the new version's memory warm-up, and that message must not reach a worker serving
-    another database.
-    """
-    inherited = {k: v for k, v in os.environ.items() if k not in ("CELERY_RESULT_BACKEND", "DB_CONN_MAX_AGE")}
-    return {
-        **inherited,
-        "CELERY_BROKER_URL": "filesystem://",
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "HTTPS": "0",
-        "DJANGO_DEBUG": "0",
-        "ARTIFACT_ROOT": str(workdir / "artifacts"),
-        "VAR_DIR": str(workdir / "var"),  # broker folders and static root out of the checkout
-        "TORCH_NUM_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
 
 
 @dataclass(frozen=True)
