@@ -261,6 +261,8 @@ class Event(models.Model):
         indexes = [
             # Time-range reads (windows, replay sampling): WHERE deployment = ? AND event_time BETWEEN ...
             models.Index(fields=["deployment", "event_time"], name="event_deployment_time"),
+            # Events per minute on the dashboard: WHERE deployment = ? AND received_at >= now - 5 min
+            models.Index(fields=["deployment", "received_at"], name="event_deployment_received"),
             # Newly labeled events for compensation and windows: WHERE deployment = ? AND labeled_at > ?
             models.Index(
                 fields=["deployment", "labeled_at"], name="event_deployment_labeled", condition=Q(label__isnull=False)

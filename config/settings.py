@@ -125,7 +125,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT") or VAR_DIR / "staticfiles")
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# Front-end libraries come from npm (package.json + package-lock.json, installed by bin/setup) and are
+# served by the app itself through whitenoise: no CDN, the dashboard works offline.
+STATICFILES_DIRS = [BASE_DIR / "static", ("vendor/chart.js", BASE_DIR / "node_modules" / "chart.js" / "dist")]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
