@@ -1,11 +1,13 @@
 from django.urls import path
 
-from api.views import actions, health, ingest, monitoring, registry
+from api.views import actions, dashboard, health, ingest, monitoring, registry
 
 app_name = "api"
 
 urlpatterns = [
     path("health", health.HealthView.as_view(), name="health"),
+    path("overview", dashboard.OverviewView.as_view(), name="overview"),
+    path("audit", dashboard.AuditListView.as_view(), name="audit-list"),
     path("deployments", registry.DeploymentListView.as_view(), name="deployment-list"),
     path("deployments/<slug:slug>", registry.DeploymentDetailView.as_view(), name="deployment-detail"),
     path("deployments/<slug:slug>/versions", registry.VersionListView.as_view(), name="version-list"),
@@ -14,6 +16,7 @@ urlpatterns = [
     path("deployments/<slug:slug>/predict", ingest.PredictView.as_view(), name="predict"),
     path("deployments/<slug:slug>/compensate", ingest.CompensateView.as_view(), name="compensate"),
     path("deployments/<slug:slug>/feedback", ingest.FeedbackView.as_view(), name="feedback"),
+    path("deployments/<slug:slug>/curve", dashboard.CurveView.as_view(), name="curve"),
     path("deployments/<slug:slug>/windows", monitoring.WindowListView.as_view(), name="window-list"),
     path("deployments/<slug:slug>/windows/<int:id>", monitoring.WindowDetailView.as_view(), name="window-detail"),
     path("deployments/<slug:slug>/drift", monitoring.DriftListView.as_view(), name="drift-list"),

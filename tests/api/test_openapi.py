@@ -15,6 +15,9 @@ from rest_framework.test import APIClient
 from adaptive.models import Deployment, Event
 
 V1_PATHS = [
+    "/api/v1/overview",
+    "/api/v1/audit",
+    "/api/v1/deployments/{slug}/curve",
     "/api/v1/health",
     "/api/v1/deployments",
     "/api/v1/deployments/{slug}",

@@ -1,0 +1,109 @@
+"""The adaptation curve of one deployment: base vs compensated metrics per window, with markers.
+
+Windows are placed in the order they closed, one point each. Their ``start``/``end`` are event
+times (a replay of last year's data has last year's dates), while retrains, promotions and
+rollbacks happen in wall-clock time; so a marker is placed by *when windows closed*: at the
+position of the first window that closed after it (``created_at``), i.e. between the last window
+served before the change and the first one after. Reads windows, versions and releases only.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from datetime import datetime
+from typing import Any
+
+from django.db.models import F
+
+from adaptive.models import Deployment, ModelVersion, Release, Window
+
+METRICS = ("auc", "log_loss", "accuracy", "brier")
+# The most windows one curve returns (the newest ones); a year of hourly windows is 8,760.
+MAX_WINDOWS = 10_000
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 5)
+
+
+def _windows(deployment: Deployment, since: datetime | None, until: datetime | None, limit: int) -> list[dict]:
+    rows = Window.objects.filter(deployment=deployment)
+    if since is not None:
+        rows = rows.filter(end__gte=since)
+    if until is not None:
+        rows = rows.filter(end__lt=until)
+    fields = ["id", "start", "end", "created_at", "n_labeled", "memory_size", "version_number"]
+    fields += [f"{side}_{metric}" for metric in METRICS for side in ("base", "compensated")]
+    newest = rows.annotate(version_number=F("version__number")).order_by("-end", "-id").values(*fields)[:limit]
+    # Closing order and event-time order agree (each window takes the labels after the previous
+    # one); sorting by created_at keeps markers and points on one axis even if a replay does not.
+    return sorted(newest, key=lambda row: (row["created_at"], row["id"]))
+
+
+def _markers(deployment: Deployment, closed_at: list[datetime]) -> list[dict[str, Any]]:
+    # A deployment has tens to hundreds of releases and versions, not thousands of windows' worth.
+    markers: list[dict[str, Any]] = []
+    releases = Release.objects.filter(deployment=deployment, kind__in=[Release.Kind.PROMOTION, Release.Kind.ROLLBACK])
+    retrains = ModelVersion.objects.filter(deployment=deployment, origin=ModelVersion.Origin.RETRAINED)
+    for release in releases.annotate(number=F("version__number")).values(
+        "kind", "started_at", "number", "actor_label", "reason"
+    ):
+        verb = "promoted" if release["kind"] == Release.Kind.PROMOTION else "rolled back to"
+        markers.append(
+            {
+                "kind": release["kind"],
+                "at": release["started_at"],
+                "version": release["number"],
+                "label": f"{release['actor_label']} {verb} v{release['number']}",
+                "reason": release["reason"],
+            }
+        )
+    for version in retrains.annotate(parent_number=F("parent__number")).values("number", "created_at", "parent_number"):
+        source = f" from v{version['parent_number']}" if version["parent_number"] else ""
+        markers.append(
+            {
+                "kind": "retrain",
+                "at": version["created_at"],
+                "version": version["number"],
+                "label": f"v{version['number']} retrained{source}",
+                "reason": "",
+            }
+        )
+    for marker in markers:
+        # Index of the first window that closed after the event: the marker sits just before it.
+        marker["position"] = bisect_right(closed_at, marker["at"])
+    markers.sort(key=lambda marker: (marker["at"], marker["kind"]))
+    return markers
+
+
+def adaptation_curve(
+    deployment: Deployment,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = MAX_WINDOWS,
+) -> dict[str, Any]:
+    """Column arrays, one entry per window (oldest first), and the markers placed on the same axis.
+
+    When the windows are a slice (a time range, or the newest ``limit``), markers from before the
+    slice are left out; otherwise they sit at position 0, before the first window.
+    """
+    rows = _windows(deployment, since, until, limit)
+    closed_at = [row["created_at"] for row in rows]
+    sliced = since is not None or until is not None or len(rows) == limit
+    curve: dict[str, Any] = {
+        "id": [row["id"] for row in rows],
+        "start": [row["start"] for row in rows],
+        "end": [row["end"] for row in rows],
+        "closed_at": closed_at,
+        "version": [row["version_number"] for row in rows],
+        "n_labeled": [row["n_labeled"] for row in rows],
+        "memory_size": [row["memory_size"] for row in rows],
+    }
+    for metric in METRICS:
+        for side in ("base", "compensated"):
+            curve[f"{side}_{metric}"] = [_round(row[f"{side}_{metric}"]) for row in rows]
+    markers = _markers(deployment, closed_at)
+    if sliced:
+        markers = [marker for marker in markers if 0 < marker["position"] <= len(rows)]
+    return {"windows": curve, "markers": markers}

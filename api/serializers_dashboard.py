@@ -1,0 +1,147 @@
+"""Serializers for the reads behind the dashboard: the overview, the adaptation curve, the audit log.
+
+The overview and curve are built as plain dicts by adaptive.services.summary and .curves; the
+serializers here document their shape in the OpenAPI schema and validate query strings.
+"""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from adaptive.models import AuditEntry
+from adaptive.services.curves import MAX_WINDOWS
+from api.serializers_monitoring import TimeRangeQuerySerializer
+
+# --- overview --------------------------------------------------------------------------------------
+
+
+class LatestWindowSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    end = serializers.DateTimeField(help_text="Event time of the window's last event.")
+    n_labeled = serializers.IntegerField()
+    base_auc = serializers.FloatField(allow_null=True)
+    compensated_auc = serializers.FloatField(allow_null=True)
+
+
+class SparklineSerializer(serializers.Serializer):
+    base = serializers.ListField(child=serializers.FloatField(allow_null=True))
+    compensated = serializers.ListField(child=serializers.FloatField(allow_null=True))
+
+
+class DeploymentSummarySerializer(serializers.Serializer):
+    slug = serializers.SlugField()
+    name = serializers.CharField()
+    task = serializers.CharField()
+    status = serializers.CharField()
+    serving = serializers.CharField()
+    live_version = serializers.IntegerField(allow_null=True)
+    health = serializers.ChoiceField(
+        choices=["no data", "ok", "warn", "drift"],
+        help_text="Worst of the latest window's drift bands and detector signals (compensated error: drift).",
+    )
+    health_reasons = serializers.ListField(child=serializers.CharField())
+    events_per_minute = serializers.FloatField(help_text="Events received over the last 5 minutes, per minute.")
+    latest_window = LatestWindowSerializer(allow_null=True)
+    memory_size = serializers.IntegerField(help_text="Active samples in the live version's error memory.")
+    memory_revision = serializers.IntegerField()
+    sparkline = SparklineSerializer(help_text="AUC of the latest 30 windows, oldest first.")
+
+
+class ActiveJobSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    deployment = serializers.SlugField(allow_null=True)
+    kind = serializers.CharField()
+    status = serializers.CharField()
+    progress = serializers.FloatField()
+    message = serializers.CharField()
+    device = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+
+
+class OverviewSerializer(serializers.Serializer):
+    generated_at = serializers.DateTimeField()
+    deployments = DeploymentSummarySerializer(many=True)
+    active_jobs = ActiveJobSerializer(many=True, help_text="Queued and running jobs, newest first (at most 20).")
+
+
+# --- adaptation curve ------------------------------------------------------------------------------
+
+
+class CurveQuerySerializer(TimeRangeQuerySerializer):
+    limit = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_WINDOWS,
+        default=MAX_WINDOWS,
+        help_text=f"The newest this many windows (at most {MAX_WINDOWS}).",
+    )
+
+
+class CurveWindowsSerializer(serializers.Serializer):
+    """Column arrays, one entry per window, oldest first."""
+
+    id = serializers.ListField(child=serializers.IntegerField())
+    start = serializers.ListField(child=serializers.DateTimeField())
+    end = serializers.ListField(child=serializers.DateTimeField())
+    closed_at = serializers.ListField(child=serializers.DateTimeField(), help_text="When each window closed.")
+    version = serializers.ListField(child=serializers.IntegerField(allow_null=True))
+    n_labeled = serializers.ListField(child=serializers.IntegerField())
+    memory_size = serializers.ListField(child=serializers.IntegerField())
+    base_auc = serializers.ListField(child=serializers.FloatField(allow_null=True))
+    compensated_auc = serializers.ListField(child=serializers.FloatField(allow_null=True))
+    base_log_loss = serializers.ListField(child=serializers.FloatField(allow_null=True))
+    compensated_log_loss = serializers.ListField(child=serializers.FloatField(allow_null=True))
+    base_accuracy = serializers.ListField(child=serializers.FloatField(allow_null=True))
+    compensated_accuracy = serializers.ListField(child=serializers.FloatField(allow_null=True))
+    base_brier = serializers.ListField(child=serializers.FloatField(allow_null=True))
+    compensated_brier = serializers.ListField(child=serializers.FloatField(allow_null=True))
+
+
+class CurveMarkerSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["retrain", "promotion", "rollback"])
+    at = serializers.DateTimeField(help_text="Wall-clock time of the change.")
+    version = serializers.IntegerField()
+    label = serializers.CharField()
+    reason = serializers.CharField()
+    position = serializers.IntegerField(help_text="Index of the first window that closed after the change.")
+
+
+class CurveSerializer(serializers.Serializer):
+    windows = CurveWindowsSerializer()
+    markers = CurveMarkerSerializer(many=True)
+
+
+# --- audit log -------------------------------------------------------------------------------------
+
+
+class AuditQuerySerializer(TimeRangeQuerySerializer):
+    deployment = serializers.SlugField(required=False, help_text="Only this deployment's entries (its slug).")
+    actor = serializers.CharField(
+        required=False, max_length=64, help_text="Only this actor: a username, 'policy' or 'system'."
+    )
+    action = serializers.ChoiceField(choices=AuditEntry.Action.choices, required=False)
+
+
+class AuditEntrySerializer(serializers.ModelSerializer):
+    deployment = serializers.CharField(source="deployment_slug", read_only=True, allow_null=True)
+    actor = serializers.CharField(source="actor_label", read_only=True)
+    action_label = serializers.CharField(source="get_action_display", read_only=True)
+    from_version = serializers.IntegerField(source="from_number", read_only=True, allow_null=True)
+    to_version = serializers.IntegerField(source="to_number", read_only=True, allow_null=True)
+
+    class Meta:
+        model = AuditEntry
+        fields = [
+            "id",
+            "created_at",
+            "deployment",
+            "actor",
+            "action",
+            "action_label",
+            "from_version",
+            "to_version",
+            "reason",
+            "details",
+        ]
+        read_only_fields = fields

@@ -1,0 +1,118 @@
+"""Reads behind the dashboard, open to any viewer: the overview, the adaptation curve, the audit log.
+
+Each reads pre-aggregated rows through an index that starts with what it filters on; none scans
+the event table (see adaptive.services.summary and adaptive.services.curves).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import F, QuerySet
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import generics
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from adaptive.errors import InvalidInput
+from adaptive.models import AuditEntry, Deployment
+from adaptive.services import curves, summary
+from api import serializers_dashboard as s
+from api.serializers import ErrorSerializer
+from api.views.actions import SLUG, ActionPagination, _deployment, _valid
+
+READ_ERRORS = {400: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
+
+
+@extend_schema(
+    summary="Overview of every deployment",
+    description=(
+        "Per deployment: live version, health (ok / warn / drift from the latest window's drift bands and "
+        "detectors), events per minute over the last 5 minutes, the latest window's base and compensated "
+        "AUC, the live memory's size and a 30-window AUC sparkline; and the queued or running jobs."
+    ),
+    responses={200: s.OverviewSerializer, 403: ErrorSerializer},
+)
+class OverviewView(APIView):
+    def get(self, request: Request) -> Response:
+        return Response(s.OverviewSerializer(summary.overview()).data)
+
+
+@extend_schema(
+    summary="Adaptation curve with markers",
+    description=(
+        "One entry per window in column arrays (oldest first): base and compensated AUC, log loss, accuracy "
+        "and Brier score, the version that served it, labels and memory size; plus markers for retrains, "
+        "promotions and rollbacks, each placed at the first window that closed after it. `since`/`until` "
+        "apply to the windows' `end`."
+    ),
+    parameters=[SLUG, s.CurveQuerySerializer],
+    responses={200: s.CurveSerializer, **READ_ERRORS},
+)
+class CurveView(APIView):
+    def get(self, request: Request, slug: str) -> Response:
+        deployment = _deployment(slug)
+        params = _valid(s.CurveQuerySerializer, request.query_params)
+        curve = curves.adaptation_curve(
+            deployment, since=params.get("since"), until=params.get("until"), limit=params["limit"]
+        )
+        return Response(s.CurveSerializer(curve).data)
+
+
+@extend_schema(
+    summary="Audit log",
+    description=(
+        "Who (a user, 'policy' or 'system') did what to which deployment, from which version to which, and "
+        "why; newest first, filterable by deployment, actor, action and time (`since`/`until` on `created_at`)."
+    ),
+    parameters=[s.AuditQuerySerializer],
+    responses={200: s.AuditEntrySerializer(many=True), **READ_ERRORS},
+    examples=[
+        OpenApiExample(
+            "A rollback",
+            value={
+                "id": 812,
+                "created_at": "2024-06-01T14:05:09.120Z",
+                "deployment": "flights",
+                "actor": "alice",
+                "action": "rollback",
+                "action_label": "Roll back",
+                "from_version": 4,
+                "to_version": 3,
+                "reason": "v4 flips too many on-time flights",
+                "details": {"release": 42},
+            },
+            response_only=True,
+        )
+    ],
+)
+class AuditListView(generics.ListAPIView):
+    serializer_class = s.AuditEntrySerializer
+    pagination_class = ActionPagination
+
+    def get_queryset(self) -> QuerySet[AuditEntry]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no request to read
+            return AuditEntry.objects.none()
+        return audit_entries(_valid(s.AuditQuerySerializer, self.request.query_params))
+
+
+def audit_entries(params: dict[str, Any]) -> QuerySet[AuditEntry]:
+    rows = AuditEntry.objects.annotate(
+        deployment_slug=F("deployment__slug"), from_number=F("from_version__number"), to_number=F("to_version__number")
+    )
+    if params.get("deployment"):
+        deployment = Deployment.objects.filter(slug=params["deployment"]).values_list("pk", flat=True).first()
+        if deployment is None:
+            # A typo in a filter must not read as "nothing happened".
+            raise InvalidInput("deployment", f"no deployment {params['deployment']!r}")
+        rows = rows.filter(deployment_id=deployment)
+    if params.get("actor"):
+        rows = rows.filter(actor_label=params["actor"])
+    if params.get("action"):
+        rows = rows.filter(action=params["action"])
+    if params.get("since") is not None:
+        rows = rows.filter(created_at__gte=params["since"])
+    if params.get("until") is not None:
+        rows = rows.filter(created_at__lt=params["until"])
+    return rows.order_by("-created_at", "-id")

@@ -1,0 +1,1 @@
+"""Dashboard pages: server-rendered shells whose scripts read and act through the REST API."""

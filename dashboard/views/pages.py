@@ -1,0 +1,74 @@
+"""The pages. Each renders a shell with what only the server knows cheaply (the deployment, its
+versions for the dialogs, the settings form); the page's script fills and refreshes the rest from
+the REST API, so a page costs a handful of indexed reads whatever the traffic."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from adaptive.models import AuditEntry, Deployment, Job, ModelVersion
+from dashboard.access import page_context, viewer_required
+from dashboard.forms import SettingsForm
+
+
+def _versions(deployment: Deployment) -> list[dict[str, object]]:
+    rows = ModelVersion.objects.filter(deployment=deployment).order_by("-number")
+    return list(rows.values("number", "status", "origin", "architecture", "created_at"))
+
+
+@viewer_required
+def index(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/index.html", page_context(request, "overview"))
+
+
+@viewer_required
+def deployment(request: HttpRequest, slug: str) -> HttpResponse:
+    row = get_object_or_404(Deployment.objects.select_related("live_version").defer("live_version__profile"), slug=slug)
+    context = page_context(
+        request,
+        "overview",
+        deployment=row,
+        versions=_versions(row),
+    )
+    context["settings_form"] = SettingsForm(instance=row, read_only=not context["can_act"])
+    return render(request, "dashboard/deployment.html", context)
+
+
+@viewer_required
+def versions(request: HttpRequest, slug: str) -> HttpResponse:
+    row = get_object_or_404(Deployment.objects.select_related("live_version").defer("live_version__profile"), slug=slug)
+    rows = _versions(row)
+    # The comparison form starts on "live vs the newest candidate" (or vs the newest other version).
+    others = [v for v in rows if v["status"] != ModelVersion.Status.LIVE]
+    candidates = [v for v in others if v["status"] == ModelVersion.Status.CANDIDATE]
+    compare_new = (candidates or others or rows or [{"number": None}])[0]["number"]
+    context = page_context(request, "overview", deployment=row, versions=rows, compare_new=compare_new)
+    return render(request, "dashboard/versions.html", context)
+
+
+@viewer_required
+def jobs(request: HttpRequest) -> HttpResponse:
+    context = page_context(
+        request,
+        "jobs",
+        deployments=Deployment.objects.values_list("slug", flat=True).order_by("slug"),
+        kinds=[choice for choice in Job.Kind.choices if choice[0] != Job.Kind.PING],
+        statuses=Job.Status.choices,
+    )
+    return render(request, "dashboard/jobs.html", context)
+
+
+@viewer_required
+def audit(request: HttpRequest) -> HttpResponse:
+    usernames = get_user_model().objects.filter(is_active=True).order_by("username").values_list("username", flat=True)
+    context = page_context(
+        request,
+        "audit",
+        deployments=Deployment.objects.values_list("slug", flat=True).order_by("slug"),
+        actors=[*usernames[:200], "policy", "system"],
+        actions=AuditEntry.Action.choices,
+        selected={name: request.GET.get(name, "") for name in ("deployment", "actor", "action")},
+    )
+    return render(request, "dashboard/audit.html", context)
