@@ -4,14 +4,13 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('adaptive', '0004_fast_loop'),
+        ("adaptive", "0004_fast_loop"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='event',
-            index=models.Index(fields=['deployment', 'received_at'], name='event_deployment_received'),
+            model_name="event",
+            index=models.Index(fields=["deployment", "received_at"], name="event_deployment_received"),
         ),
     ]
