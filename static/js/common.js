@@ -130,12 +130,10 @@ const controlRoom = (() => {
     error.textContent = "";
     if (options.versions) {
       versionField.hidden = false;
-      select.required = true;
       select.replaceChildren(...options.versions.map((v) => el("option", { value: v.number, text: v.label })));
       if (options.version) select.value = String(options.version);
     } else {
       versionField.hidden = true;
-      select.required = false;
       select.replaceChildren();
     }
     return new Promise((resolve) => {

@@ -79,7 +79,7 @@
     if (chart) {
       chart.data.datasets.forEach((dataset, i) => { dataset.data = datasets[i].data; });
       chart.$markers = curve.markers;
-      chart.options.scales.x.max = Math.max(n - 0.5, 0.5);
+      chart.options.scales.x.max = Math.max(n, 1);
       chart.update("none");
     } else {
       chart = new Chart(canvas, {
@@ -90,12 +90,12 @@
           animation: false, responsive: true, maintainAspectRatio: false, parsing: false, normalized: true,
           interaction: { mode: "nearest", intersect: false },
           scales: {
-            x: { type: "linear", min: -0.5, max: Math.max(n - 0.5, 0.5), title: { display: true, text: "window (end of its events)" },
+            x: { type: "linear", min: -0.5, max: Math.max(n, 1), title: { display: true, text: "window (end of its events)" },
               ticks: { maxTicksLimit: 8, callback: (value) => tickLabel(value) } },
             y: { title: { display: true, text: metricSelect.selectedOptions[0].textContent } },
           },
           plugins: {
-            legend: { position: "bottom" },
+            legend: { position: "bottom", labels: { usePointStyle: true } },
             tooltip: { callbacks: { title: tooltipTitle, label: tooltipLabel } },
           },
         },
@@ -146,6 +146,10 @@
       ids.map((id, i) => el("th", { scope: "col", title: `window #${id}, ends ${fmt.time(ends[i])}`, text: String(i - ids.length + 1 || "now") }))));
   }
 
+  function rowLabel(row) {
+    return row.column_kind === "feature" || row.column === row.column_kind ? row.column : `${row.column} (${row.column_kind})`;
+  }
+
   async function loadDrift() {
     const table = document.getElementById("drift-grid");
     const w = curve.windows;
@@ -175,7 +179,7 @@
     const order = ["prediction", "label", "error", "feature"];
     const keys = [...columns.keys()].sort((a, b) => order.indexOf(a.split(":")[0]) - order.indexOf(b.split(":")[0]) || a.localeCompare(b));
     const rows = keys.map((key) => el("tr", {},
-      el("th", { scope: "row", text: columns.get(key).column_kind === "feature" ? columns.get(key).column : `${columns.get(key).column} (${columns.get(key).column_kind})` }),
+      el("th", { scope: "row", text: rowLabel(columns.get(key)) }),
       ids.map((id) => {
         const cell = cells.get(`${key}@${id}`);
         if (!cell) return el("td", { class: "muted", text: "·", title: "not tested" });
@@ -249,7 +253,9 @@
   }
 
   async function loadSamples() {
-    const response = await api(`${base}/samples?limit=${SAMPLES_PAGE}&offset=${samplesOffset}`);
+    // The live version's memory: every version keeps its own (a rollback brings its memory back).
+    const version = live ? `&version=${live}` : "";
+    const response = await api(`${base}/samples?limit=${SAMPLES_PAGE}&offset=${samplesOffset}${version}`);
     if (!response.ok) throw new Error(`samples: ${response.status}`);
     const { results, count } = response.data;
     const body = document.querySelector("#samples tbody");
@@ -276,7 +282,9 @@
     const detail = await api(base);
     if (!detail.ok) throw new Error(`deployment: ${detail.status}`);
     const d = detail.data;
-    live = d.live_version ? d.live_version.number : null;
+    const now = d.live_version ? d.live_version.number : null;
+    // Another version went live: its memory is the one to browse now.
+    if (now !== live) { live = now; lastRevision = null; samplesOffset = 0; }
     document.getElementById("live-version").textContent = live ? `v${live}` : "none";
     document.getElementById("deployment-status").textContent = d.status === "paused" ? "Paused (serving, not adapting)" : d.status[0].toUpperCase() + d.status.slice(1);
     const pause = document.querySelector('[data-action="pause"]');
@@ -345,9 +353,11 @@
     showResult(status, false, controlRoom.errorText(response));
   });
 
+  loadState().finally(() => {
+    poll(loadMemory, 5000);
+    poll(loadState, 10000);
+  });
   poll(loadCurve, 15000);
-  poll(loadMemory, 5000);
   poll(loadAudit, 5000);
-  poll(loadState, 10000);
   poll(loadDetectorState, 15000);
 })();
