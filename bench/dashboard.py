@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote
 
 import numpy as np
 import numpy.typing as npt
@@ -90,28 +91,37 @@ DEFAULT_DATABASE_URL: Final = "postgresql://root@127.0.0.1:5432/benchdash"
 TARGET_MS: Final = 200.0
 MAIN_SLUG: Final = "bench-flights"
 
-# Every dashboard page and the REST calls its scripts make on load (the page contract of issue 6).
-# "{slug}" is the main deployment, "{report}" the id of its newest flip report. Polling repeats the
-# same calls, so their load-time cost is also their cost every few seconds.
+# Every dashboard page and the REST calls its scripts (static/js/*.js) make on load; polling repeats
+# them every few seconds. "{slug}" is the main deployment, "{report}" the id of its newest flip report
+# (the versions page fetches every listed report's detail), "{grid_since}" the end of the 24th newest
+# window (the drift grid asks for the windows since the first one it shows).
 PAGES: Final[dict[str, list[str]]] = {
     "/": ["/api/v1/overview"],
     "/deployments/{slug}/": [
-        "/api/v1/deployments/{slug}/curve?metric=auc",
-        # The drift grid: 12 columns x the latest 20 windows.
-        "/api/v1/deployments/{slug}/drift?order=desc&limit=240",
+        "/api/v1/deployments/{slug}/curve",
+        "/api/v1/deployments/{slug}/drift?since={grid_since}&limit=5000",
+        "/api/v1/deployments/{slug}/detectors/signals?order=desc&limit=24",
         "/api/v1/deployments/{slug}/detectors",
         "/api/v1/deployments/{slug}/memory",
-        "/api/v1/deployments/{slug}/samples?limit=20",
-        "/api/v1/audit?deployment={slug}&limit=10",
+        "/api/v1/deployments/{slug}/samples?limit=10&offset=0",
+        "/api/v1/deployments/{slug}/versions?limit=200",
+        "/api/v1/deployments/{slug}",
+        "/api/v1/audit?deployment={slug}&limit=8",
     ],
     "/deployments/{slug}/versions/": [
-        "/api/v1/deployments/{slug}/versions",
-        "/api/v1/deployments/{slug}/flip-reports",
+        "/api/v1/deployments/{slug}/versions?limit=200",
+        "/api/v1/deployments/{slug}/flip-reports?limit=10",
         "/api/v1/deployments/{slug}/flip-reports/{report}",
     ],
     "/jobs/": ["/api/v1/jobs?limit=50"],
-    "/audit/": ["/api/v1/audit?limit=50", "/api/v1/deployments/{slug}/releases"],
+    "/audit/": ["/api/v1/audit?limit=50&offset=0"],
+    # Filtered by a deployment, the audit page also shows its release timeline.
+    "/audit/?deployment={slug}": [
+        "/api/v1/audit?limit=50&offset=0&deployment={slug}",
+        "/api/v1/deployments/{slug}/releases?limit=50",
+    ],
 }
+GRID_WINDOWS: Final = 24
 
 # --- what is seeded ------------------------------------------------------------------------------
 
@@ -1082,14 +1092,18 @@ def run_pages(requests: int) -> list[Measured]:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from adaptive.models import FlipReport
+    from adaptive.models import FlipReport, Window
 
+    reports = FlipReport.objects.filter(deployment__slug=MAIN_SLUG).order_by("-created_at", "-id")
+    grid = Window.objects.filter(deployment__slug=MAIN_SLUG).order_by("-end", "-id")
+    grid_since = grid.values_list("end", flat=True)[GRID_WINDOWS - 1 : GRID_WINDOWS].first()
+    if grid_since is None:
+        grid_since = grid.values_list("end", flat=True).last()
     names = {
         "slug": MAIN_SLUG,
-        "report": FlipReport.objects.filter(deployment__slug=MAIN_SLUG)
-        .order_by("-created_at", "-id")
-        .values_list("id", flat=True)
-        .first(),
+        "report": reports.values_list("id", flat=True).first(),
+        # As the page sends it: the curve's ISO time (DRF's "Z" form), URL-encoded.
+        "grid_since": quote(grid_since.isoformat().replace("+00:00", "Z"), safe="") if grid_since else "",
     }
     client = Client()
     client.force_login(get_user_model().objects.get(username="bench-operator"))

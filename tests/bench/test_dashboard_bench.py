@@ -56,8 +56,9 @@ def expected_rows() -> list[str]:
     rows = []
     for page, calls in PAGES.items():
         for url, indent in [(page, ""), *((call, "  ") for call in calls)]:
-            parts = re.split(r"(\{report\})", url.replace("{slug}", MAIN_SLUG))
-            rows.append(indent + "".join(r"\d+" if part == "{report}" else re.escape(part) for part in parts))
+            # The slug is known; the other names (an id, a time) are read from the database.
+            parts = re.split(r"(\{\w+\})", url.replace("{slug}", MAIN_SLUG))
+            rows.append(indent + "".join(r"\S+?" if re.fullmatch(r"\{\w+\}", p) else re.escape(p) for p in parts))
     return rows
 
 
