@@ -81,10 +81,8 @@ class CurveQuerySerializer(TimeRangeQuerySerializer):
 class CurveWindowsSerializer(serializers.Serializer):
     """Column arrays, one entry per window, oldest first."""
 
-    id = serializers.ListField(child=serializers.IntegerField())
-    start = serializers.ListField(child=serializers.DateTimeField())
-    end = serializers.ListField(child=serializers.DateTimeField())
-    closed_at = serializers.ListField(child=serializers.DateTimeField(), help_text="When each window closed.")
+    id = serializers.ListField(child=serializers.IntegerField(), help_text="Window ids (see `.../windows/{id}`).")
+    end = serializers.ListField(child=serializers.DateTimeField(), help_text="Event time of each window's last event.")
     version = serializers.ListField(child=serializers.IntegerField(allow_null=True))
     n_labeled = serializers.ListField(child=serializers.IntegerField())
     memory_size = serializers.ListField(child=serializers.IntegerField())

@@ -10,10 +10,10 @@ served before the change and the first one after. Reads windows, versions and re
 from __future__ import annotations
 
 from bisect import bisect_right
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import F
+from django.db.models import F, FloatField, Func
 
 from adaptive.models import Deployment, ModelVersion, Release, Window
 
@@ -26,21 +26,46 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 5)
 
 
+class Epoch(Func):
+    """Seconds since 1970 of a datetime column, as a float.
+
+    Thousands of timestamps per curve: psycopg's timezone-aware datetime loader costs about 12 µs
+    each (72 ms of a 110 ms curve of 2,000 windows), a float next to nothing.
+    """
+
+    output_field = FloatField()
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, template="EXTRACT(EPOCH FROM %(expressions)s)::double precision")
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        # Django keeps SQLite datetimes as UTC text; julianday() reads it, 2440587.5 is 1970-01-01.
+        return self.as_sql(compiler, connection, template="(julianday(%(expressions)s) - 2440587.5) * 86400.0")
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
 def _windows(deployment: Deployment, since: datetime | None, until: datetime | None, limit: int) -> list[dict]:
     rows = Window.objects.filter(deployment=deployment)
     if since is not None:
         rows = rows.filter(end__gte=since)
     if until is not None:
         rows = rows.filter(end__lt=until)
-    fields = ["id", "start", "end", "created_at", "n_labeled", "memory_size", "version_number"]
+    fields = ["id", "end_s", "closed_s", "n_labeled", "memory_size", "version_number"]
     fields += [f"{side}_{metric}" for metric in METRICS for side in ("base", "compensated")]
-    newest = rows.annotate(version_number=F("version__number")).order_by("-end", "-id").values(*fields)[:limit]
+    newest = (
+        rows.annotate(version_number=F("version__number"), end_s=Epoch("end"), closed_s=Epoch("created_at"))
+        .order_by("-end", "-id")
+        .values(*fields)[:limit]
+    )
     # Closing order and event-time order agree (each window takes the labels after the previous
-    # one); sorting by created_at keeps markers and points on one axis even if a replay does not.
-    return sorted(newest, key=lambda row: (row["created_at"], row["id"]))
+    # one); sorting by closing time keeps markers and points on one axis even if a replay does not.
+    return sorted(newest, key=lambda row: (row["closed_s"], row["id"]))
 
 
-def _markers(deployment: Deployment, closed_at: list[datetime]) -> list[dict[str, Any]]:
+def _markers(deployment: Deployment, closed_at: list[float]) -> list[dict[str, Any]]:
     # A deployment has tens to hundreds of releases and versions, not thousands of windows' worth.
     markers: list[dict[str, Any]] = []
     releases = Release.objects.filter(deployment=deployment, kind__in=[Release.Kind.PROMOTION, Release.Kind.ROLLBACK])
@@ -71,7 +96,7 @@ def _markers(deployment: Deployment, closed_at: list[datetime]) -> list[dict[str
         )
     for marker in markers:
         # Index of the first window that closed after the event: the marker sits just before it.
-        marker["position"] = bisect_right(closed_at, marker["at"])
+        marker["position"] = bisect_right(closed_at, marker["at"].timestamp())
     markers.sort(key=lambda marker: (marker["at"], marker["kind"]))
     return markers
 
@@ -89,13 +114,11 @@ def adaptation_curve(
     slice are left out; otherwise they sit at position 0, before the first window.
     """
     rows = _windows(deployment, since, until, limit)
-    closed_at = [row["created_at"] for row in rows]
+    closed_at = [row["closed_s"] for row in rows]
     sliced = since is not None or until is not None or len(rows) == limit
     curve: dict[str, Any] = {
         "id": [row["id"] for row in rows],
-        "start": [row["start"] for row in rows],
-        "end": [row["end"] for row in rows],
-        "closed_at": closed_at,
+        "end": [_iso(row["end_s"]) for row in rows],
         "version": [row["version_number"] for row in rows],
         "n_labeled": [row["n_labeled"] for row in rows],
         "memory_size": [row["memory_size"] for row in rows],

@@ -103,7 +103,14 @@ class VersionListView(generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet[ModelVersion]:
         deployment = get_object_or_404(Deployment, slug=self.kwargs["slug"])
-        return ModelVersion.objects.filter(deployment=deployment).select_related("deployment", "parent")
+        # The parent is only shown by number, and no version's training profile is: neither is loaded
+        # (a profile is thousands of values per column).
+        heavy = ("profile", "preprocessing", "key_mean", "config", "metrics", "notes")
+        return (
+            ModelVersion.objects.filter(deployment=deployment)
+            .select_related("deployment", "parent")
+            .defer("profile", "deployment__feature_schema", *(f"parent__{field}" for field in heavy))
+        )
 
     @extend_schema(
         summary="Upload a version (operators)",
