@@ -138,7 +138,7 @@ def test_rollback_from_the_dialog_shows_in_the_audit_log_and_the_rest_api(sessio
     dialog.locator("button[type=submit]").click()
     expect(dialog).to_be_hidden()
 
-    expect(page.locator("#action-result")).to_have_text(re.compile(r"\S"))
+    expect(page.locator("#action-result")).to_have_text(re.compile(r"\bv1\b"))
     expect(page.locator("#action-result")).not_to_have_text(re.compile(r"Refused|Failed"))
     expect(page.locator("#recent-audit")).to_contain_text(reason)
     assert wait_for(lambda: Deployment.objects.get(pk=seeded.deployment.pk).live_version_id == seeded.v1.pk)
