@@ -10,7 +10,7 @@
   let versions = JSON.parse(document.getElementById("versions-data").textContent);
   let live = null;
   let curve = null;
-  const GRID_WINDOWS = 24;
+  const GRID_WINDOWS = 16;
   const MARKERS = {
     retrain: { label: "Retrain", style: "triangle", colour: "#009e73" },
     promotion: { label: "Promotion", style: "rectRot", colour: "#0072b2" },
@@ -68,8 +68,8 @@
     canvas.parentElement.hidden = empty;
     const data = points(metric);
     const datasets = [
-      { label: "Base", data: data.base, borderColor: "#d55e00", backgroundColor: "#d55e00", borderDash: [6, 4], pointRadius: 0, borderWidth: 1.5, spanGaps: true },
-      { label: "Compensated", data: data.compensated, borderColor: "#0072b2", backgroundColor: "#0072b2", pointRadius: 0, borderWidth: 2, spanGaps: true },
+      { label: "Base", data: data.base, borderColor: "#d55e00", backgroundColor: "#d55e00", borderDash: [6, 4], pointRadius: 0, pointStyle: "line", borderWidth: 1.5, spanGaps: true },
+      { label: "Compensated", data: data.compensated, borderColor: "#0072b2", backgroundColor: "#0072b2", pointRadius: 0, pointStyle: "line", borderWidth: 2, spanGaps: true },
       ...Object.entries(MARKERS).map(([kind, style]) => ({
         type: "scatter", label: style.label, data: markerPoints(kind, metric), pointStyle: style.style,
         pointRadius: 8, pointHoverRadius: 10, borderColor: style.colour, backgroundColor: style.colour, borderWidth: 2,
@@ -160,7 +160,9 @@
     }
     const first = Math.max(0, n - GRID_WINDOWS);
     const ids = w.id.slice(first);
-    const response = await api(`${base}/drift?since=${encodeURIComponent(w.end[first])}&limit=5000`);
+    // A second of slack: the curve's timestamps went through a float; rows of an older window are ignored below.
+    const since = new Date(Date.parse(w.end[first]) - 1000).toISOString();
+    const response = await api(`${base}/drift?since=${encodeURIComponent(since)}&limit=5000`);
     if (!response.ok) throw new Error(`drift: ${response.status}`);
     const cells = new Map();
     const columns = new Map();
@@ -241,7 +243,8 @@
       ["Kind", m.memory_kind], ["Size", `${fmt.int(m.size)} / ${fmt.int(m.capacity)}`], ["Revision", fmt.int(m.revision)],
       ["Pending labels", fmt.int(m.pending_labels)], ["Compensation", m.compensation_enabled ? "on" : "off"],
       ["k · λ · τ", `${m.k} · ${m.compensation_lambda} · ${m.compensation_tau}`],
-      ["Support (latest events)", support && support.hit_rate !== null ? `${fmt.pct(support.hit_rate)} with neighbours` : "–"],
+      ["Support (latest events)", !support ? "–" : support.events === 0 ? "no event served by this version yet"
+        : `${fmt.pct(support.hit_rate)} of ${support.events} with neighbours`],
       ["Label balance", m.label_balance.map((b) => `${b.name} ${fmt.pct(b.share, 0)}`).join(" · ") || "–"],
     ];
     replaceChildren(document.getElementById("memory-stats"), items.map(([k, v]) => el("div", {}, el("dt", { class: "muted", text: k }), el("dd", { text: v, style: "margin:0" }))));
