@@ -93,14 +93,14 @@ MAIN_SLUG: Final = "bench-flights"
 
 # Every dashboard page and the REST calls its scripts (static/js/*.js) make on load; polling repeats
 # them every few seconds. "{slug}" is the main deployment, "{report}" the id of its newest flip report
-# (the versions page fetches every listed report's detail), "{grid_since}" the end of the 24th newest
+# (the versions page fetches every listed report's detail), "{grid_since}" the end of the 16th newest
 # window (the drift grid asks for the windows since the first one it shows).
 PAGES: Final[dict[str, list[str]]] = {
     "/": ["/api/v1/overview"],
     "/deployments/{slug}/": [
         "/api/v1/deployments/{slug}/curve",
         "/api/v1/deployments/{slug}/drift?since={grid_since}&limit=5000",
-        "/api/v1/deployments/{slug}/detectors/signals?order=desc&limit=24",
+        "/api/v1/deployments/{slug}/detectors/signals?order=desc&limit={grid_windows}",
         "/api/v1/deployments/{slug}/detectors",
         "/api/v1/deployments/{slug}/memory",
         "/api/v1/deployments/{slug}/samples?limit=10&offset=0",
@@ -121,7 +121,7 @@ PAGES: Final[dict[str, list[str]]] = {
         "/api/v1/deployments/{slug}/releases?limit=50",
     ],
 }
-GRID_WINDOWS: Final = 24
+GRID_WINDOWS: Final = 16
 
 # --- what is seeded ------------------------------------------------------------------------------
 
@@ -1104,6 +1104,7 @@ def run_pages(requests: int) -> list[Measured]:
         "report": reports.values_list("id", flat=True).first(),
         # As the page sends it: the curve's ISO time (DRF's "Z" form), URL-encoded.
         "grid_since": quote(grid_since.isoformat().replace("+00:00", "Z"), safe="") if grid_since else "",
+        "grid_windows": str(GRID_WINDOWS),
     }
     client = Client()
     client.force_login(get_user_model().objects.get(username="bench-operator"))
