@@ -8,7 +8,7 @@ from django.contrib.staticfiles import finders
 from django.test import Client
 
 from adaptive.models import AuditEntry, Deployment
-from tests.factories import UserFactory
+from tests.factories import DeploymentFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -149,3 +149,16 @@ def test_chart_js_comes_from_npm_and_the_pages_load_it_locally(client, deploymen
     text = client.get(f"/deployments/{deployment.slug}/").content.decode()
     assert '/static/vendor/chart.js/chart.umd.js"' in text
     assert "cdn" not in text.lower()
+
+
+def test_version_controls_only_where_there_is_a_version_to_act_on(client, db):
+    _login(client, "operator")
+    empty = DeploymentFactory(slug="empty")
+    external = DeploymentFactory(slug="ext", serving="external", key_dim=8, feature_schema=[])
+    for slug in (empty.slug, external.slug):
+        text = client.get(f"/deployments/{slug}/").content.decode()
+        assert 'data-action="pause"' in text and 'data-action="reset-memory"' in text
+        for action in ("promote", "rollback", "retrain"):
+            assert f'data-action="{action}"' not in text
+    assert "Upload a first version" in client.get("/deployments/empty/").content.decode()
+    assert "served by the client" in client.get("/deployments/ext/").content.decode()
