@@ -724,6 +724,7 @@ def seed_traffic(dep: Seeded, span_start: datetime, pool: list[str], rng: np.ran
 def seed_flip_reports(main: Seeded, traffic: Traffic, users: Users, now: datetime, rng: np.random.Generator) -> None:
     from adaptive.ml.flips import evaluate_gate, flip_report
     from adaptive.models import Deployment, FlipReport, Job
+    from adaptive.services.evaluation import report_columns
 
     deployment = Deployment.objects.get(pk=main.pk)
     labeled = np.flatnonzero(traffic.labeled)
@@ -759,23 +760,7 @@ def seed_flip_reports(main: Seeded, traffic: Traffic, users: Users, now: datetim
             old_version_id=main.versions[old],
             new_version_id=main.versions[new],
             job=job,
-            n=report.n,
-            old_accuracy=report.old_accuracy,
-            new_accuracy=report.new_accuracy,
-            old_auc=report.old_auc,
-            new_auc=report.new_auc,
-            nfr=report.nfr,
-            nfr_low=report.nfr_interval.low,
-            nfr_high=report.nfr_interval.high,
-            pfr=report.pfr,
-            pfr_low=report.pfr_interval.low,
-            pfr_high=report.pfr_interval.high,
-            nfi=report.nfi,
-            relative_nfr=report.relative_nfr,
-            nfr_mc=report.nfr_mc,
-            disagreement=report.disagreement,
-            mcnemar_p=report.mcnemar_p,
-            per_class=report.to_dict()["per_class"],
+            **report_columns(report),
             example_event_ids=[f"{main.slug}-{int(i):08d}" for i in examples],
             gate_passed=passed,
             gate_reasons=reasons,

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from adaptive import runtime
 from adaptive.errors import Conflict, InvalidInput
+from adaptive.ml.flips import FlipReport as FlipMetrics
 from adaptive.ml.flips import evaluate_gate, flip_report
 from adaptive.ml.preprocessing import RowError
 from adaptive.models import Deployment, Event, FlipReport, Job, ModelVersion
@@ -139,7 +140,6 @@ def run_evaluation(job: Job) -> FlipReport:
         max_nfr=deployment.gate_max_nfr,
         metric=GATE_METRIC,
     )
-    per_class = report.to_dict()["per_class"]
     examples = [external_ids[i] for i in report.negative_flip_examples]
 
     with transaction.atomic():
@@ -156,23 +156,7 @@ def run_evaluation(job: Job) -> FlipReport:
             old_version=old,
             new_version=new,
             job=job,
-            n=report.n,
-            old_accuracy=report.old_accuracy,
-            new_accuracy=report.new_accuracy,
-            old_auc=report.old_auc,
-            new_auc=report.new_auc,
-            nfr=report.nfr,
-            nfr_low=report.nfr_interval.low,
-            nfr_high=report.nfr_interval.high,
-            pfr=report.pfr,
-            pfr_low=report.pfr_interval.low,
-            pfr_high=report.pfr_interval.high,
-            nfi=report.nfi,
-            relative_nfr=report.relative_nfr,
-            nfr_mc=report.nfr_mc,
-            disagreement=report.disagreement,
-            mcnemar_p=report.mcnemar_p,
-            per_class=per_class,
+            **report_columns(report),
             example_event_ids=examples,
             gate_passed=passed,
             gate_reasons=reasons,
@@ -180,6 +164,29 @@ def run_evaluation(job: Job) -> FlipReport:
         if params.get("retrain_job") is not None:
             _act_on_gate(locked, old, new, passed, reasons)
     return flips
+
+
+def report_columns(report: FlipMetrics) -> dict[str, Any]:
+    """The FlipReport columns that come from the metrics themselves (not who, what or the gate)."""
+    return {
+        "n": report.n,
+        "old_accuracy": report.old_accuracy,
+        "new_accuracy": report.new_accuracy,
+        "old_auc": report.old_auc,
+        "new_auc": report.new_auc,
+        "nfr": report.nfr,
+        "nfr_low": report.nfr_interval.low,
+        "nfr_high": report.nfr_interval.high,
+        "pfr": report.pfr,
+        "pfr_low": report.pfr_interval.low,
+        "pfr_high": report.pfr_interval.high,
+        "nfi": report.nfi,
+        "relative_nfr": report.relative_nfr,
+        "nfr_mc": report.nfr_mc,
+        "disagreement": report.disagreement,
+        "mcnemar_p": report.mcnemar_p,
+        "per_class": report.to_dict()["per_class"],
+    }
 
 
 def _events(deployment: Deployment, params: dict[str, Any]) -> list[tuple[int, str, dict[str, Any], int]]:

@@ -93,6 +93,17 @@ def _deployment(slug: str) -> Deployment:
     return deployment
 
 
+def filter_deployment_pk(slug: str) -> int:
+    """The pk of the deployment a list is filtered by; a 400 naming ``deployment`` when there is none.
+
+    A typo in a filter must not read as an empty list ("no jobs", "nothing happened").
+    """
+    pk = Deployment.objects.filter(slug=slug).values_list("pk", flat=True).first()
+    if pk is None:
+        raise InvalidInput("deployment", f"no deployment {slug!r}")
+    return pk
+
+
 def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
@@ -568,11 +579,7 @@ class JobListView(generics.ListAPIView):
         params = _valid(s.JobQuerySerializer, self.request.query_params)
         rows = _jobs()
         if params.get("deployment"):
-            deployment = Deployment.objects.filter(slug=params["deployment"]).values_list("pk", flat=True).first()
-            if deployment is None:
-                # A typo in a filter must not read as "no jobs".
-                raise InvalidInput("deployment", f"no deployment {params['deployment']!r}")
-            rows = rows.filter(deployment_id=deployment)
+            rows = rows.filter(deployment_id=filter_deployment_pk(params["deployment"]))
         if params.get("kind"):
             rows = rows.filter(kind=params["kind"])
         if params.get("status"):

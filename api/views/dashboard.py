@@ -16,13 +16,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from adaptive.errors import InvalidInput
-from adaptive.models import AuditEntry, Deployment
+from adaptive.models import AuditEntry
 from adaptive.services import curves, summary
 from api import serializers_dashboard as s
 from api.errors import json_response
 from api.serializers import ErrorSerializer
-from api.views.actions import SLUG, ActionPagination, _deployment, _valid
+from api.views.actions import SLUG, ActionPagination, _deployment, _valid, filter_deployment_pk
 
 READ_ERRORS = {400: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
 
@@ -106,11 +105,7 @@ def audit_entries(params: dict[str, Any]) -> QuerySet[AuditEntry]:
         deployment_slug=F("deployment__slug"), from_number=F("from_version__number"), to_number=F("to_version__number")
     )
     if params.get("deployment"):
-        deployment = Deployment.objects.filter(slug=params["deployment"]).values_list("pk", flat=True).first()
-        if deployment is None:
-            # A typo in a filter must not read as "nothing happened".
-            raise InvalidInput("deployment", f"no deployment {params['deployment']!r}")
-        rows = rows.filter(deployment_id=deployment)
+        rows = rows.filter(deployment_id=filter_deployment_pk(params["deployment"]))
     if params.get("actor"):
         rows = rows.filter(actor_label=params["actor"])
     if params.get("action"):
