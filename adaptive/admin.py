@@ -18,7 +18,11 @@ from django.utils import timezone
 
 from adaptive import models as m
 from adaptive.errors import Conflict, InvalidInput
+from adaptive.permissions import admin_site_permission
 from adaptive.services import jobs, releases
+
+# Members of the admin group reach Django admin without being staff (see adaptive.permissions).
+admin.site.has_permission = admin_site_permission  # type: ignore[method-assign]
 
 # The reason recorded on releases, audit entries and job messages for actions taken here.
 ADMIN_REASON = "admin action"

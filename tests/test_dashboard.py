@@ -92,12 +92,17 @@ def test_operator_sees_every_control_and_the_settings_form(client, deployment):
     assert 'id="compare-form"' in versions
 
 
-def test_admin_link_only_for_admins(client, deployment):
+def test_admins_by_role_reach_django_admin_and_others_do_not(client, deployment):
     operator = _login(Client(), "operator")
     assert '<a href="/admin/">Admin</a>' not in operator.get("/").content.decode()
-    admin = UserFactory(role="admin", is_staff=True)
-    client.force_login(admin)
-    assert '<a href="/admin/">Admin</a>' in client.get("/").content.decode()
+    assert operator.get("/admin/adaptive/deployment/").status_code == 302  # to the admin's login
+    admin = _login(client, "admin")  # in the admin group; neither staff nor superuser
+    assert not admin.user.is_staff and not admin.user.is_superuser
+    assert '<a href="/admin/">Admin</a>' in admin.get("/").content.decode()
+    changelist = admin.get("/admin/adaptive/deployment/")
+    assert changelist.status_code == 200
+    assert deployment.slug in changelist.content.decode()
+    assert admin.get(f"/admin/adaptive/deployment/{deployment.pk}/change/").status_code == 200
 
 
 def test_viewer_session_cannot_act_even_with_a_csrf_token(deployment):
