@@ -87,7 +87,7 @@ from adaptive.ml import memory as memory_defaults  # noqa: E402
 from adaptive.ml.architectures import TabularModel, logits_to_proba  # noqa: E402
 from adaptive.ml.compensation import CompensationConfig, compensate, fit_key_mean, keys_from_hidden  # noqa: E402
 from adaptive.ml.flips import log_loss, roc_auc  # noqa: E402
-from adaptive.ml.memory import ErrorMemory, Readout, make_memory  # noqa: E402
+from adaptive.ml.memory import MEMORY_KINDS, ErrorMemory, Readout, make_memory  # noqa: E402
 from adaptive.ml.preprocessing import FeatureEncoder, TabularBatch, fit_preprocessing, parse_schema  # noqa: E402
 from adaptive.ml.streams import STREAM_NAMES, Stream, StreamName, load_stream  # noqa: E402
 from adaptive.ml.training import TrainConfig, continual_train, train_initial  # noqa: E402
@@ -154,8 +154,9 @@ class MemorySettings:
     """Memory and compensation parameters of the memory arms; the defaults are the tuned values.
 
     ``k``/``tau``/``capacity``: the exact memory; ``lam``/``gamma``/``shrink``: the compensation
-    blend over it (``adaptive.ml.compensation``). ``n_tables``/``n_bits``/``sketch_tau``/``half_life``:
-    the sketch, and ``sketch_lam``/``sketch_gamma``/``sketch_shrink`` its blend. The two kinds get
+    blend over it (``adaptive.ml.compensation``). ``n_tables``/``n_bits``/``sketch_tau``/
+    ``half_life``/``prior``: the sketch, and ``sketch_lam``/``sketch_gamma``/``sketch_shrink`` its
+    blend. The two kinds get
     their own blend because their ``support`` measures differ in scale (kernel mass of the top k,
     at most about k; versus attention-weighted bucket row counts, in the hundreds), so the same
     ``shrink`` means very different things. bench/RESULTS-stream-replay.md has the tuning behind
@@ -173,6 +174,7 @@ class MemorySettings:
     n_bits: int = memory_defaults.DEFAULT_SKETCH_BITS
     sketch_tau: float = memory_defaults.DEFAULT_SKETCH_TAU
     half_life: float | None = memory_defaults.DEFAULT_SKETCH_HALF_LIFE
+    prior: float | None = memory_defaults.DEFAULT_SKETCH_PRIOR
     sketch_lam: float = comp_defaults.SKETCH_LAMBDA
     sketch_gamma: float = comp_defaults.SKETCH_GAMMA
     sketch_shrink: float = comp_defaults.SKETCH_SHRINK
@@ -190,6 +192,7 @@ class MemorySettings:
             tau=self.sketch_tau,
             seed=seed,
             half_life=self.half_life,
+            prior=self.prior,
         )
 
     def compensation(self, kind: str) -> CompensationConfig:
@@ -573,20 +576,28 @@ TUNE_MAX_SLOTS: Final = 12
 # the capacity for the best read. Exact reads cost O(capacity) per query, so a full product grid
 # would spend most of its time on the large capacities.
 TUNE_STAGE1_CAPACITY: Final = 20_000
-# Round 2 of the grid (bench/RESULTS-stream-replay.md has round 1, which was wider at the other
-# ends: tau 0.5, sketch tables 4, bits 4 and 6, sketch tau 0.5, lam 0.2 and 0.3, shrink 0, all clearly
-# worse, and whose best values sat on this grid's old edges).
+# Round 2 of the grid for the exact memory (bench/RESULTS-stream-replay.md has round 1, which was
+# wider at the other ends: tau 0.5, lam 0.2 and 0.3, shrink 0, all clearly worse, and whose best
+# values sat on this grid's old edges).
 TUNE_EXACT_K: Final = (25, 50, 100, 200)
 TUNE_EXACT_TAU: Final = (0.02, 0.05, 0.1, 0.2)
 TUNE_CAPACITY_GRID: Final = (5_000, 20_000, 50_000, 100_000)
-TUNE_SKETCH_TABLES: Final = (8, 16, 32, 64)
-TUNE_SKETCH_BITS: Final = (8, 10, 12, 14)
-TUNE_SKETCH_TAU: Final = (0.05, 0.1)
+# Round 3 for the sketch: the prior (None: the paper's plain read) crossed with the sizes and the
+# forgetting of round 2, whose edges (8 and 64 tables, 14 bits, tau 0.05) lost to these values.
+TUNE_SKETCH_TABLES: Final = (16, 32, 64)
+TUNE_SKETCH_BITS: Final = (8, 10, 12)
+TUNE_SKETCH_TAU: Final = (0.1,)
 TUNE_SKETCH_HALF_LIFE: Final = (None, 20_000.0)
-# Sketches above this many buckets (K * 2^L) are left out: at 32-dim keys a bucket holds about 0.4 kB,
-# so 2^18 buckets is about 110 MB, already eight times an exact memory of 100k rows.
+TUNE_SKETCH_PRIOR: Final = (None, 20.0)
+# Sketches above this many buckets (K * 2^L) are left out: at 32-dim binary keys a bucket holds about
+# 0.4 kB with the plain read and 1.2 kB with the first-order sums, so 2^18 buckets is 110-320 MB.
 TUNE_SKETCH_MAX_BUCKETS: Final = 2**18
-TUNE_BLEND_GRID: Final = {"lam": (0.5, 0.7, 0.9, 1.0), "shrink": (2.0, 5.0, 20.0, 50.0), "gamma": (1.0, 0.5)}
+# Round 3 added gamma 0 and 0.25, which the first-order sketch read prefers.
+TUNE_BLEND_GRID: Final = {
+    "lam": (0.5, 0.7, 0.9, 1.0),
+    "shrink": (2.0, 5.0, 20.0, 50.0),
+    "gamma": (1.0, 0.5, 0.25, 0.0),
+}
 
 
 def tuning_slot_count(n_slots: int) -> int:
@@ -666,6 +677,7 @@ def _memory_params(kind: str, settings: MemorySettings) -> dict[str, Any]:
         "n_bits": settings.n_bits,
         "sketch_tau": settings.sketch_tau,
         "half_life": settings.half_life,
+        "prior": settings.prior,
     }
 
 
@@ -706,8 +718,15 @@ def rank_configs(records: Sequence[dict[str, Any]]) -> list[TunedConfig]:
     return sorted(configs, key=lambda c: (not c.feasible, -c.score))
 
 
-def tune(cases: Sequence[TuneCase], base: MemorySettings, chunk: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """Grid the memory and blend parameters (see the TUNE_* grids); returns records and the choices."""
+def tune(
+    cases: Sequence[TuneCase],
+    base: MemorySettings,
+    chunk: int,
+    log: Callable[[str], None],
+    kinds: Sequence[str] = MEMORY_KINDS,
+) -> dict[str, Any]:
+    """Grid the memory and blend parameters (see the TUNE_* grids) of the memory ``kinds``; returns
+    records and the choices."""
     records: list[dict[str, Any]] = []
 
     def run(kind: str, settings: MemorySettings) -> None:
@@ -715,22 +734,30 @@ def tune(cases: Sequence[TuneCase], base: MemorySettings, chunk: int, log: Calla
         records.extend(evaluate_memory(cases, kind, settings, chunk))
         log(f"  tune {kind} {_memory_params(kind, settings)}: {time.perf_counter() - clock:.1f}s")
 
-    for k, tau in itertools.product(TUNE_EXACT_K, TUNE_EXACT_TAU):
-        run("exact", replace(base, k=k, tau=tau, capacity=TUNE_STAGE1_CAPACITY))
-    best_read = rank_configs([r for r in records if r["kind"] == "exact"])[0]
-    for capacity in TUNE_CAPACITY_GRID:
-        if capacity != TUNE_STAGE1_CAPACITY:
-            run("exact", replace(base, k=int(best_read.params["k"]), tau=best_read.params["tau"], capacity=capacity))
-    sketch_grid = itertools.product(TUNE_SKETCH_TABLES, TUNE_SKETCH_BITS, TUNE_SKETCH_TAU, TUNE_SKETCH_HALF_LIFE)
-    for n_tables, n_bits, sketch_tau, half_life in sketch_grid:
-        if n_tables << n_bits > TUNE_SKETCH_MAX_BUCKETS:
-            continue
-        run("sketch", replace(base, n_tables=n_tables, n_bits=n_bits, sketch_tau=sketch_tau, half_life=half_life))
+    if "exact" in kinds:
+        for k, tau in itertools.product(TUNE_EXACT_K, TUNE_EXACT_TAU):
+            run("exact", replace(base, k=k, tau=tau, capacity=TUNE_STAGE1_CAPACITY))
+        best_read = rank_configs([r for r in records if r["kind"] == "exact"])[0]
+        for capacity in TUNE_CAPACITY_GRID:
+            if capacity != TUNE_STAGE1_CAPACITY:
+                exact = replace(base, k=int(best_read.params["k"]), tau=best_read.params["tau"], capacity=capacity)
+                run("exact", exact)
+    if "sketch" in kinds:
+        sketch_grid = itertools.product(
+            TUNE_SKETCH_TABLES, TUNE_SKETCH_BITS, TUNE_SKETCH_TAU, TUNE_SKETCH_HALF_LIFE, TUNE_SKETCH_PRIOR
+        )
+        for n_tables, n_bits, sketch_tau, half_life, prior in sketch_grid:
+            if n_tables << n_bits > TUNE_SKETCH_MAX_BUCKETS:
+                continue
+            sketch = replace(
+                base, n_tables=n_tables, n_bits=n_bits, sketch_tau=sketch_tau, half_life=half_life, prior=prior
+            )
+            run("sketch", sketch)
     ranked = rank_configs(records)
     return {
         "records": records,
         "ranked": [asdict(c) for c in ranked],
-        "best": {kind: asdict(next(c for c in ranked if c.kind == kind)) for kind in ("exact", "sketch")},
+        "best": {kind: asdict(next(c for c in ranked if c.kind == kind)) for kind in kinds},
     }
 
 
@@ -787,6 +814,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--bits", type=int, default=defaults.n_bits, help="sketch: L bits (2^L buckets a table)")
     parser.add_argument("--sketch-tau", type=float, default=defaults.sketch_tau, help="sketch: softmax temperature")
     parser.add_argument("--half-life", type=float, default=defaults.half_life, help="sketch: forgetting, in rows")
+    parser.add_argument(
+        "--prior", type=_optional_float, default=defaults.prior, help="sketch: trust pseudo-rows ('none': plain read)"
+    )
     parser.add_argument("--lam", type=float, default=defaults.lam, help="exact compensation: lambda")
     parser.add_argument("--gamma", type=float, default=defaults.gamma, help="exact compensation: gamma")
     parser.add_argument("--shrink", type=float, default=defaults.shrink, help="exact compensation: support shrink")
@@ -796,6 +826,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--device", default="auto", help="training device: auto, cpu, cuda")
     parser.add_argument("--tune", action="store_true", help="grid the memory parameters instead (seed 0)")
+    parser.add_argument(
+        "--tune-kinds", nargs="+", choices=MEMORY_KINDS, default=list(MEMORY_KINDS), help="memories --tune grids"
+    )
     parser.add_argument("--verbose", action="store_true", help="print every slot as it is scored")
     parser.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
     return parser.parse_args(argv)
@@ -816,6 +849,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_bits=args.bits,
         sketch_tau=args.sketch_tau,
         half_life=args.half_life,
+        prior=args.prior,
         lam=args.lam,
         gamma=args.gamma,
         shrink=args.shrink,
@@ -888,7 +922,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         print(f"({name}: {time.perf_counter() - clock:.0f}s)")
     if args.tune:
-        result = tune(tune_cases, memory_settings, settings.chunk, print)
+        result = tune(tune_cases, memory_settings, settings.chunk, print, args.tune_kinds)
         report["tune"] = result
         print(format_tuning(result))
     if all_targets:
@@ -899,6 +933,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1, default=str))
     return 0
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
 
 
 def _quiet(message: str) -> None:

@@ -42,7 +42,10 @@ DEFAULT_GAMMA: Final = 0.5
 # larger value (see default_config).
 DEFAULT_SHRINK: Final = 2.0
 SKETCH_LAMBDA: Final = 1.0
-SKETCH_GAMMA: Final = 0.5
+# The first-order sketch read estimates the neighbours' own scores as well as their labels, and its
+# blend does best on their difference alone (gamma 0: err = y_bar - p_bar, the model's recent error
+# around the query).
+SKETCH_GAMMA: Final = 0.0
 SKETCH_SHRINK: Final = 20.0
 MAX_SHRINK: Final = 1e9
 

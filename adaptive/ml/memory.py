@@ -13,7 +13,9 @@ Two kinds share the ``ErrorMemory`` interface:
 
 * ``ExactMemory``: a bounded ring buffer read by cosine top-k. Accurate; cost grows with its size.
 * ``SketchMemory``: the paper's constant-size LSH sketch, K tables of 2^L buckets addressed by
-  signed random projections. O(1) add and read per row, whatever the stream length.
+  signed random projections. O(1) add and read per row, whatever the stream length. By default
+  each bucket answers as a local linear model (its mean plus a first-order term toward the query)
+  and is trusted by its row count; ``prior=None`` gives the paper's plain bucket means.
 
 Labels: for a binary memory (``n_outputs == 1``) labels are 0/1 (floats in [0, 1] are accepted)
 and base scores are P(y = 1) of shape [N]; for a multiclass memory (``n_outputs == C >= 2``)
@@ -41,7 +43,9 @@ import torch.nn.functional as F
 # --- defaults, tuned on the dev streams (bench/stream_replay.py --tune; bench/RESULTS-stream-replay.md) --
 # The paper's ranges are tau about 0.1 and k 70-180. Exact: k=100 with a sharper tau=0.05 won on both
 # streams; 50k rows scored within noise of 100k at half the read cost. Sketch: 32 tables x 2^10
-# buckets (14 MB) with tau=0.1; 64 x 2^12 gained a little more but takes 111 MB.
+# buckets with tau=0.1, read with a prior of 20 rows (bucket trust and first-order term, see
+# SketchMemory): 96% (flights) and 94% (MovieLens) of the exact memory's gain on the tuning slots,
+# against 84% and 65% for the paper's plain bucket means.
 
 DEFAULT_TAU: Final = 0.05
 DEFAULT_EXACT_CAPACITY: Final = 50_000
@@ -50,10 +54,16 @@ DEFAULT_SKETCH_TAU: Final = 0.1
 DEFAULT_SKETCH_TABLES: Final = 32
 DEFAULT_SKETCH_BITS: Final = 10
 DEFAULT_SKETCH_SEED: Final = 0
-# None: buckets keep plain sums over the whole stream, as in the paper. A number of rows turns on
-# exponential forgetting (a row's weight halves every ``half_life`` rows), the sketch's analogue of
-# the exact memory's bounded window.
-DEFAULT_SKETCH_HALF_LIFE: Final[float | None] = None
+# Exponential forgetting: a row's weight halves every ``half_life`` rows, the sketch's analogue of the
+# exact memory's bounded window (None: plain sums over the whole stream, as in the paper). 20k rows
+# gives rows a mean age of 29k, close to the 25k of a full 50k-row exact window. It changed nothing
+# on the tuning slots but was worth 11 points of the exact memory's gain on the whole flights year,
+# where plain sums stay full of summer rows in autumn (bench/RESULTS-stream-replay.md).
+DEFAULT_SKETCH_HALF_LIFE: Final[float | None] = 20_000.0
+# Pseudo-rows of the sketch read: a bucket of n rows is trusted n / (n + prior). None: the paper's
+# plain read (bucket means weighted by centroid similarity only), which memories saved before the
+# prior existed keep.
+DEFAULT_SKETCH_PRIOR: Final[float | None] = 20.0
 
 MEMORY_KINDS: Final = ("exact", "sketch")
 
@@ -71,6 +81,8 @@ MAX_SKETCH_BUCKETS: Final = 2**20
 MIN_TAU: Final = 1e-3
 MAX_TAU: Final = 100.0
 MAX_HALF_LIFE: Final = 1e12
+MIN_PRIOR: Final = 1e-3
+MAX_PRIOR: Final = 1e9
 
 # Exact reads hold a [N, chunk] similarity block at a time; 2M floats (8 MB, 8192 columns at batch
 # 256) keeps 1M x 64 reads at batch 256 away from a 1 GB temporary while each matmul stays large
@@ -85,12 +97,13 @@ EXACT_QUERY_GROUP: Final = 256
 # similarities are searched in one step.
 EXACT_MIN_GROUP_SIZE: Final = 4
 EXACT_MIN_GROUPED_ELEMENTS: Final = 2**16
-# Sketch adds expand each row once per table (512 x 8 x 67 float64 = 2 MB at the defaults): measured
-# on 64-dim keys, 512-row pieces add about 310k rows/s, 4096-row pieces (17 MB, out of cache) 150k.
+# Sketch adds expand each row once per table (512 x 32 x 195 float64 = 26 MB at the defaults and
+# 64-dim keys; measured with the plain read's 67 columns, 512-row pieces added about 310k rows/s,
+# 4096-row pieces, out of cache, 150k).
 SKETCH_ADD_CHUNK: Final = 512
-# Sketch reads gather a [K, rows, D + 1] block of centroids; batches are read in pieces of at most
-# this many gathered floats (2M, 8 MB: 6241 rows at the defaults and 41-dim keys, so a serving batch
-# is one piece).
+# Sketch reads gather a [K, rows, R] block of read rows (R = D + 1, or 3 D + 1 with slopes); batches
+# are read in pieces of at most this many gathered floats (2M, 8 MB: 2,114 rows at the defaults and
+# 41-dim binary keys, so a serving batch is one piece).
 SKETCH_READ_ELEMENTS: Final = 2 * 2**20
 # Logit bias of an empty bucket: softmax gives it weight exp(-1e9) = 0 next to any used bucket
 # (whose logits are at most 1 / MIN_TAU), and when all K buckets are empty the weights are uniform
@@ -523,13 +536,27 @@ class SketchMemory(ErrorMemory):
     sums halves every ``half_life`` rows, so bucket means follow a drifting stream and ``support``
     becomes a decayed count.
 
+    ``prior`` (rows, default 20; None = the paper's plain read above) refines the read in two ways,
+    both weighed by a bucket's trust ``f_t = n_t / (n_t + prior)``:
+
+    * bucket weights become ``a_t ~ f_t exp(cos(q, centroid_t) / tau)``, so a bucket of two rows no
+      longer counts as much as one of two thousand;
+    * binary memories also sum ``y k`` and ``p k`` per bucket (2 D more float64 columns), and a
+      bucket answers with its mean plus a first-order term toward the query:
+      ``y_t(q) = clamp(y_t + f_t q . cov_t(k, y) / tau, 0, 1)``, likewise ``p_t(q)``. That is the
+      exact memory's softmax(s / tau) weighting of the bucket's own rows, linearised around their
+      mean similarity: ``exp(s_i / tau) ~ exp(s / tau) (1 + (s_i - s) / tau)`` gives the mean plus
+      ``cov_t(q . k, y) / tau``. A bucket stops being one point and becomes a local linear model,
+      which is what closes most of the gap to the exact memory (bench/RESULTS-stream-replay.md).
+      Multiclass memories skip it: it would cost 2 C D columns per bucket.
+
     Determinism: the same seed gives the same hyperplanes, and on CPU ``index_add_`` sums in row
     order, so the same stream gives bit-identical tables. ``planes`` are saved in the state dict, so
     a restored memory never depends on the random generator of the torch build that loads it.
     """
 
     kind = "sketch"
-    PARAMS = {"n_tables": int, "n_bits": int, "tau": float, "seed": int, "half_life": float}
+    PARAMS = {"n_tables": int, "n_bits": int, "tau": float, "seed": int, "half_life": float, "prior": float}
 
     def __init__(
         self,
@@ -541,6 +568,7 @@ class SketchMemory(ErrorMemory):
         tau: float = DEFAULT_SKETCH_TAU,
         seed: int = DEFAULT_SKETCH_SEED,
         half_life: float | None = DEFAULT_SKETCH_HALF_LIFE,
+        prior: float | None = DEFAULT_SKETCH_PRIOR,
         device: torch.device | str = "cpu",
     ) -> None:
         super().__init__(dim, n_outputs, device)
@@ -549,6 +577,9 @@ class SketchMemory(ErrorMemory):
         self.tau = _float_param("tau", tau, MIN_TAU, MAX_TAU)
         self.seed = _int_param("seed", seed, 0, 2**63 - 1)
         self.half_life = None if half_life is None else _float_param("half_life", half_life, 1.0, MAX_HALF_LIFE)
+        self.prior = None if prior is None else _float_param("prior", prior, MIN_PRIOR, MAX_PRIOR)
+        # The first-order term (see the class docstring): binary memories with a prior.
+        self.slopes = self.prior is not None and self.width == 1
         self.n_buckets = self.n_tables << self.n_bits
         if self.n_buckets > MAX_SKETCH_BUCKETS:
             raise MemoryConfigError(
@@ -574,16 +605,20 @@ class SketchMemory(ErrorMemory):
         self._offsets = torch.from_numpy(self._table_offsets).to(self.device, torch.float32)
 
         w, d = self.width, dim
-        # Column layout of _sums (float64): [count, y (W), p_base (W), key sum (D)].
-        self._sums = torch.zeros(self.n_buckets, 1 + 2 * w + d, dtype=torch.float64, device=self.device)
+        # Column layout of _sums (float64): [count, y (W), p_base (W), key sum (D)], then with slopes
+        # [sum y k (D), sum p k (D)].
+        slope_columns = 2 * d if self.slopes else 0
+        self._sums = torch.zeros(self.n_buckets, 1 + 2 * w + d + slope_columns, dtype=torch.float64, device=self.device)
         # What a read needs, ready to use (float32), refreshed for the buckets each add touches:
-        # _centroids [buckets, D + 1] holds centroid / |centroid| / tau and a bias, 0 for a used bucket
-        # and EMPTY_BUCKET_BIAS for an empty one, so q . row[:D] + row[D] is cos / tau + bias and the
-        # read needs no mask and no NaN fix. _stats [1 + 2W, buckets] holds count, mean y (W) and
-        # mean p (W), one row per quantity: gathered for a [K, N] block of buckets, it gives
-        # contiguous [K, N] planes that the softmax weights blend with one einsum.
-        self._centroids = torch.zeros(self.n_buckets, d + 1, device=self.device)
-        self._centroids[:, d] = EMPTY_BUCKET_BIAS
+        # _centroids [buckets, D (+ 2 D) + 1] holds centroid / |centroid| / tau, with slopes then
+        # cov(k, y) / tau and cov(k, p) / tau, and last a bias, 0 for a used bucket and
+        # EMPTY_BUCKET_BIAS for an empty one: q . row[:D] + row[-1] is cos / tau + bias, so the read
+        # needs no mask and no NaN fix, and the D-wide blocks before the bias are dotted with q in one
+        # einsum. _stats [1 + 2W, buckets] holds count, mean y (W) and mean p (W), one row per
+        # quantity: gathered for a [K, N] block of buckets, it gives contiguous [K, N] planes that the
+        # softmax weights blend with one einsum.
+        self._centroids = torch.zeros(self.n_buckets, d + 1 + slope_columns, device=self.device)
+        self._centroids[:, -1] = EMPTY_BUCKET_BIAS
         self._stats = torch.zeros(1 + 2 * w, self.n_buckets, device=self.device)
         self._added = 0
         self._next_weight = 1.0
@@ -603,13 +638,14 @@ class SketchMemory(ErrorMemory):
         return sum(t.element_size() * t.nelement() for t in tensors)
 
     def params(self) -> dict[str, Any]:
-        """``n_tables``, ``n_bits``, ``tau``, ``seed`` and ``half_life``."""
+        """``n_tables``, ``n_bits``, ``tau``, ``seed``, ``half_life`` and ``prior``."""
         return {
             "n_tables": self.n_tables,
             "n_bits": self.n_bits,
             "tau": self.tau,
             "seed": self.seed,
             "half_life": self.half_life,
+            "prior": self.prior,
         }
 
     def clear(self) -> None:
@@ -655,7 +691,10 @@ class SketchMemory(ErrorMemory):
         # [K * n], table-major: table t's n buckets together. Each bucket belongs to one table, so
         # it still receives its rows in row order (what keeps the sums deterministic).
         index = self._buckets(keys).reshape(-1)
-        values = torch.cat([torch.ones(n, 1, device=self.device), targets, scores, keys], dim=1).double()
+        columns = [torch.ones(n, 1, device=self.device), targets, scores, keys]
+        if self.slopes:
+            columns += [targets * keys, scores * keys]  # [n, 1] * [n, D]: binary only
+        values = torch.cat(columns, dim=1).double()
         if self._growth != 1.0:
             # Lazy forgetting: instead of multiplying every bucket by decay = 2^(-1/half_life) per
             # row (O(buckets) per add), row number T is written with weight growth^(T - T0), growth =
@@ -684,15 +723,23 @@ class SketchMemory(ErrorMemory):
 
     def _read_rows(self, sums: torch.Tensor) -> torch.Tensor:
         """Read-table rows (float32) from sum rows (float64), empty buckets included: [count, mean
-        y (W), mean p (W)] for ``_stats`` (transposed), then [centroid / |centroid| / tau (D), bias]
-        for ``_centroids``."""
-        w = self.width
+        y (W), mean p (W)] for ``_stats`` (transposed), then [centroid / |centroid| / tau (D),
+        with slopes cov(k, y) / tau (D) and cov(k, p) / tau (D), bias] for ``_centroids``."""
+        w, d = self.width, self.dim
         count = sums[:, :1]
-        means = sums[:, 1 : 1 + 2 * w] / count.clamp_min(torch.finfo(torch.float64).tiny)
-        key_sum = sums[:, 1 + 2 * w :]
+        inverse = 1.0 / count.clamp_min(torch.finfo(torch.float64).tiny)  # 0 sums stay 0
+        means = sums[:, 1 : 1 + 2 * w] * inverse
+        key_sum = sums[:, 1 + 2 * w : 1 + 2 * w + d]
         centroid = key_sum / key_sum.norm(dim=1, keepdim=True).clamp_min(1e-12) / self.tau
-        bias = torch.where(count > 0, 0.0, EMPTY_BUCKET_BIAS)
-        return torch.cat([count, means, centroid, bias], dim=1).to(torch.float32)
+        parts = [count, means, centroid]
+        if self.slopes:
+            # cov(k, y) = mean(y k) - mean(y) mean(k), in float64: the difference cancels digits.
+            mean_key = key_sum * inverse
+            for column, offset in ((1, 1 + 2 * w + d), (2, 1 + 2 * w + 2 * d)):
+                product_mean = sums[:, offset : offset + d] * inverse
+                parts.append((product_mean - means[:, column - 1 : column] * mean_key) / self.tau)
+        parts.append(torch.where(count > 0, 0.0, EMPTY_BUCKET_BIAS))
+        return torch.cat(parts, dim=1).to(torch.float32)
 
     def _rebase(self) -> None:
         """Rescale the sums so that the next row's weight is 1 again (see _add_rows)."""
@@ -710,8 +757,8 @@ class SketchMemory(ErrorMemory):
         n = queries.shape[0]
         if n == 0:
             return self._empty_readout(0, out_device)
-        # Large batches are read in pieces, so the gathered [K, rows, D + 1] block stays small.
-        rows = max(1, SKETCH_READ_ELEMENTS // (self.n_tables * (self.dim + 1)))
+        # Large batches are read in pieces, so the gathered [K, rows, R] block stays small.
+        rows = max(1, SKETCH_READ_ELEMENTS // (self.n_tables * self._centroids.shape[1]))
         pieces = queries.split(rows) if n > rows else (queries,)
         # The read runs on the serving path, next to a batch-256 forward pass of about 0.2 ms: on
         # CPU it is one torch matmul and a dozen numpy ops (about 1 us of overhead each, where a
@@ -749,18 +796,35 @@ class SketchMemory(ErrorMemory):
             y_bar, p_bar, support = y_bar.to(out_device), p_bar.to(out_device), support.to(out_device)
         return Readout(y_bar=y_bar, p_bar=p_bar, support=support)
 
+    def _prior_rows(self) -> float:
+        """``prior`` in stored count units (they weigh the newest row ``next_weight / growth``)."""
+        assert self.prior is not None
+        return self.prior * self._next_weight / self._growth
+
     def _read_numpy(self, queries: torch.Tensor) -> npt.NDArray[np.float32]:
         """``[count, y (W), p (W)]`` blended by the softmax weights, [1 + 2W, N]; CPU only."""
+        q = queries.numpy()
         index = self._bucket_array(queries)  # [K, N]
-        rows = self._centroids.numpy().take(index, axis=0)  # [K, N, D + 1]
-        logits = np.einsum("knd,nd->kn", rows[:, :, :-1], queries.numpy())
+        rows = self._centroids.numpy().take(index, axis=0)  # [K, N, R]
+        # [1 or 3, K, N]: cos / tau, then (with slopes) q . cov(k, y) / tau and q . cov(k, p) / tau.
+        products = np.einsum("knbd,nd->bkn", rows[:, :, :-1].reshape(*index.shape, -1, self.dim), q)
+        logits = products[0]
         logits += rows[:, :, -1]
         # Softmax over the K tables (axis 0: whole-row numpy ops, no short inner reductions), with
         # the division left for after the blend, where it touches 1 + 2W values per query, not K.
         logits -= logits.max(axis=0)
         weights = np.exp(logits, out=logits)
-        blended: npt.NDArray[np.float32] = np.einsum("kn,skn->sn", weights, self._stats.numpy().take(index, axis=1))
-        blended /= weights.sum(axis=0)
+        stats = self._stats.numpy().take(index, axis=1)  # [1 + 2W, K, N], a copy
+        if self.prior is not None:
+            trust = stats[0] / (stats[0] + np.float32(self._prior_rows()))  # 0 for an empty bucket
+            weights *= trust
+            if self.slopes:
+                products[1:] *= trust
+                stats[1:] += products[1:]
+                np.clip(stats[1:], 0.0, 1.0, out=stats[1:])
+        blended: npt.NDArray[np.float32] = np.einsum("kn,skn->sn", weights, stats)
+        # With a prior, all K buckets empty leaves every weight 0: the read is then 0, support 0.
+        blended /= np.maximum(weights.sum(axis=0), np.finfo(np.float32).tiny)
         return blended
 
     def _read_torch(self, queries: torch.Tensor) -> torch.Tensor:
@@ -768,9 +832,16 @@ class SketchMemory(ErrorMemory):
         k, n = self.n_tables, queries.shape[0]
         index = self._buckets(queries).reshape(-1)
         rows = self._centroids.index_select(0, index).view(k, n, -1)
-        logits = torch.einsum("knd,nd->kn", rows[:, :, :-1], queries) + rows[:, :, -1]
-        weights = torch.softmax(logits, dim=0)
+        products = torch.einsum("knbd,nd->bkn", rows[:, :, :-1].reshape(k, n, -1, self.dim), queries)
+        weights = torch.softmax(products[0] + rows[:, :, -1], dim=0)
         stats = self._stats.index_select(1, index).view(-1, k, n)
+        if self.prior is not None:
+            trust = stats[0] / (stats[0] + self._prior_rows())
+            weights = weights * trust
+            if self.slopes:
+                estimates = (stats[1:] + trust * products[1:]).clamp_(0.0, 1.0)
+                stats = torch.cat([stats[:1], estimates])
+            weights = weights / weights.sum(dim=0).clamp_min(torch.finfo(weights.dtype).tiny)
         return torch.einsum("kn,skn->sn", weights, stats)
 
     def _data_state(self) -> dict[str, torch.Tensor]:
@@ -815,7 +886,7 @@ def make_memory(
     """Build a memory of ``kind`` ("exact" or "sketch") from user-supplied ``params``.
 
     Unknown params and bad values raise ``MemoryConfigError``; missing ones take the module's
-    defaults. ``exact``: capacity, k, tau. ``sketch``: n_tables, n_bits, tau, seed, half_life.
+    defaults. ``exact``: capacity, k, tau. ``sketch``: n_tables, n_bits, tau, seed, half_life, prior.
     """
     if kind not in _MEMORIES:
         raise MemoryConfigError(f"unknown memory kind {kind!r}; known: {', '.join(MEMORY_KINDS)}")
@@ -838,7 +909,8 @@ def config_from_state_dict(tensors: Mapping[str, torch.Tensor]) -> dict[str, Any
     for name, kind_type in fields.items():
         key = f"config.{name}"
         if key not in tensors:
-            # An absent optional param (the sketch's half_life) was None when saved.
+            # An absent optional param (the sketch's half_life or prior) was None when saved; a
+            # sketch saved before ``prior`` existed so loads with the plain read it was built for.
             config[name] = None
             continue
         config[name] = _scalar_int(tensors, key) if kind_type is int else _scalar_float(tensors, key)

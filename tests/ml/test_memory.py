@@ -16,6 +16,7 @@ from adaptive.ml.memory import (
     DEFAULT_EXACT_CAPACITY,
     DEFAULT_EXACT_K,
     DEFAULT_SKETCH_BITS,
+    DEFAULT_SKETCH_PRIOR,
     DEFAULT_SKETCH_TABLES,
     DEFAULT_TAU,
     ErrorMemory,
@@ -30,9 +31,10 @@ from adaptive.ml.memory import (
 DIM = 8
 KINDS = ["exact", "sketch"]
 # Small enough to fill and wrap in a few rows; the sketch's 4 x 16 buckets keep a cluster together.
+# No forgetting unless a test asks for it, so that plain sums give exact expected values.
 SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "exact": {"capacity": 64, "k": 8, "tau": 0.1},
-    "sketch": {"n_tables": 4, "n_bits": 4, "tau": 0.1, "seed": 0},
+    "sketch": {"n_tables": 4, "n_bits": 4, "tau": 0.1, "seed": 0, "half_life": None},
 }
 
 
@@ -163,6 +165,33 @@ def test_multiclass_readout_rows_are_distributions(kind: str) -> None:
     assert bool(known.any())
     torch.testing.assert_close(readout.y_bar[known].sum(dim=1), torch.ones(int(known.sum())))
     torch.testing.assert_close(readout.p_bar[known].sum(dim=1), torch.ones(int(known.sum())))
+
+
+def test_sketch_first_order_read_follows_the_labels_across_a_bucket() -> None:
+    # One bucket per table holds an arc of keys: label 1 on one side of its centre, 0 on the other.
+    # The plain read answers the bucket mean (0.5) anywhere in it; the first-order read follows the
+    # labels toward either end about as the exact memory's softmax over the same rows does.
+    center = unit_keys(1, seed=7)[0]
+    direction = unit_keys(1, seed=8)[0]
+    side = F.normalize(direction - (direction @ center) * center, dim=0)
+    offsets = torch.linspace(-1.0, 1.0, 200)
+    keys = F.normalize(center + 0.2 * offsets[:, None] * side, dim=1)
+    labels = (offsets > 0).float()
+    ends = keys[[10, 189]]  # deep on the 0 side, deep on the 1 side
+    plain, first_order = small_memory("sketch", prior=None), small_memory("sketch", prior=1e-3)
+    exact = ExactMemory(DIM, 1, capacity=200, k=200, tau=0.1)  # the sketches' tau; every row a neighbour
+    for memory in (plain, first_order, exact):
+        memory.add(keys, labels, torch.full((200,), 0.5))
+    # Precondition: the whole arc and both queries share every table's bucket.
+    assert isinstance(first_order, SketchMemory) and first_order.slopes
+    assert bool((first_order.bucket_index(keys) == first_order.bucket_index(center[None])).all())
+
+    target = exact.estimate(ends).y_bar
+    assert target.tolist() == pytest.approx([0.42, 0.58], abs=0.01)
+    assert plain.estimate(ends).y_bar.tolist() == pytest.approx([0.5, 0.5], abs=1e-6)
+    torch.testing.assert_close(first_order.estimate(ends).y_bar, target, atol=0.01, rtol=0)  # plain: 0.08 off
+    # The base scores are flat (0.5 everywhere), so their first-order term is zero.
+    assert first_order.estimate(ends).p_bar.tolist() == pytest.approx([0.5, 0.5], abs=1e-6)
 
 
 def test_sketch_buckets_are_the_sign_bits_of_the_projections() -> None:
@@ -306,6 +335,22 @@ def test_round_trip_keeps_sketch_forgetting_state() -> None:
     torch.testing.assert_close(after.support, before.support)
 
 
+def test_sketch_saved_without_a_prior_loads_with_the_plain_read() -> None:
+    # Memories saved before the prior existed have no config.prior and narrower sums: they load as
+    # plain-read sketches and answer exactly as before.
+    memory = small_memory("sketch", prior=None)
+    memory.add(*random_rows(200, 1))
+    state = memory.state_dict()
+    assert "config.prior" not in state and state["sums"].shape == (4 * 2**4, 1 + 2 + DIM)
+
+    restored = memory_from_state_dict(safetensors_load(safetensors_save(state)))
+
+    assert isinstance(restored, SketchMemory) and restored.prior is None and not restored.slopes
+    assert_same_readout(memory, restored, unit_keys(20, seed=11))
+    with pytest.raises(MemoryStateError, match="configured"):
+        small_memory("sketch").load_state_dict(state)  # a default (prior 20) sketch refuses it
+
+
 def test_state_dict_holds_only_plain_tensors_and_the_config() -> None:
     state = small_memory("sketch").state_dict()
 
@@ -368,6 +413,10 @@ def test_make_memory_fills_in_the_defaults() -> None:
     }
     assert sketch.params()["n_tables"] == DEFAULT_SKETCH_TABLES
     assert sketch.params()["n_bits"] == DEFAULT_SKETCH_BITS
+    assert sketch.params()["prior"] == DEFAULT_SKETCH_PRIOR
+    # Binary sketches keep the first-order sums; multiclass ones only weigh buckets by trust.
+    assert isinstance(sketch, SketchMemory) and sketch.slopes
+    assert not SketchMemory(DIM, 3).slopes
 
 
 @pytest.mark.parametrize(
@@ -384,6 +433,7 @@ def test_make_memory_fills_in_the_defaults() -> None:
         ("sketch", {"n_tables": 64, "n_bits": 20}, "buckets is above the limit"),
         ("sketch", {"half_life": 0.5}, "half_life must be in"),
         ("sketch", {"seed": -1}, "seed must be an integer"),
+        ("sketch", {"prior": 0.0}, "prior must be in"),
     ],
 )
 def test_make_memory_rejects_bad_params(kind: str, params: dict[str, Any], message: str) -> None:
@@ -425,31 +475,44 @@ def reference_sketch_read(memory: SketchMemory, queries: torch.Tensor) -> tuple[
     """The sketch read written out plainly, in float64, one query and one table at a time.
 
     From the saved state (sums with the newest row at weight 1): each table hashes the query by the
-    signs of its projections, the used buckets among the K get softmax(cos(q, centroid) / tau)
-    weights, and y_bar, p_bar, support are the weighted mean label, mean score and row count.
+    signs of its projections, the used buckets among the K get weights proportional to
+    exp(cos(q, centroid) / tau), times the trust n / (n + prior) with a prior, and y_bar, p_bar,
+    support are the weighted mean label, mean score and row count. With a prior, a binary bucket's
+    mean label is first moved by trust * q . cov(k, y) / tau and clamped to [0, 1] (the same for
+    the score), with cov(k, y) = mean(y k) - mean(y) mean(k) over the bucket's rows.
     """
     state = memory.state_dict()
     planes, sums = state["planes"].double(), state["sums"]
-    k, bits, w = memory.n_tables, memory.n_bits, memory.width
+    k, bits, w, d = memory.n_tables, memory.n_bits, memory.width, memory.dim
     y_rows, p_rows, supports = [], [], []
     for query in queries.double():
-        logits, means, counts = [], [], []
+        logits, trusts, means, counts = [], [], [], []
         for table in range(k):
             projections = query @ planes[:, table * bits : (table + 1) * bits]
             bucket = table * 2**bits + sum(2**bit for bit in range(bits) if projections[bit] > 0)
-            count = float(sums[bucket, 0])
+            row = sums[bucket]
+            count = float(row[0])
             if count == 0:
                 continue
-            key_sum = sums[bucket, 1 + 2 * w :]
+            key_sum = row[1 + 2 * w : 1 + 2 * w + d]
             logits.append(float(query @ key_sum / key_sum.norm()) / memory.tau)
-            means.append(sums[bucket, 1 : 1 + 2 * w] / count)
+            mean = row[1 : 1 + 2 * w] / count
+            trust = 1.0 if memory.prior is None else count / (count + memory.prior)
+            if memory.slopes:
+                y_key, p_key = row[1 + 2 * w + d : 1 + 2 * w + 2 * d], row[1 + 2 * w + 2 * d :]
+                mean_key = key_sum / count
+                covariances = torch.stack([y_key / count - mean[0] * mean_key, p_key / count - mean[1] * mean_key])
+                mean = (mean + trust * (covariances @ query) / memory.tau).clamp(0.0, 1.0)
+            trusts.append(trust)
+            means.append(mean)
             counts.append(count)
         if not logits:
             y_rows.append(torch.zeros(w, dtype=torch.float64))
             p_rows.append(torch.zeros(w, dtype=torch.float64))
             supports.append(0.0)
             continue
-        weights = torch.softmax(torch.tensor(logits, dtype=torch.float64), dim=0)
+        weights = torch.softmax(torch.tensor(logits, dtype=torch.float64), dim=0) * torch.tensor(trusts)
+        weights = weights / weights.sum()
         blended = sum(weight * mean for weight, mean in zip(weights, means, strict=True))
         y_rows.append(blended[:w])
         p_rows.append(blended[w:])
@@ -463,11 +526,12 @@ def reference_sketch_read(memory: SketchMemory, queries: torch.Tensor) -> tuple[
 @pytest.mark.parametrize("numpy_reads", [True, False])
 @pytest.mark.parametrize("n_outputs", [1, 3])
 @pytest.mark.parametrize("half_life", [None, 40.0])
+@pytest.mark.parametrize("prior", [None, 3.0])
 def test_sketch_read_equals_a_straightforward_reference(
-    n_outputs: int, half_life: float | None, numpy_reads: bool
+    n_outputs: int, half_life: float | None, numpy_reads: bool, prior: float | None
 ) -> None:
     # 6 tables of 1024 buckets for 450 rows: most queries meet both used and empty buckets.
-    memory = SketchMemory(DIM, n_outputs, n_tables=6, n_bits=10, tau=0.2, seed=3, half_life=half_life)
+    memory = SketchMemory(DIM, n_outputs, n_tables=6, n_bits=10, tau=0.2, seed=3, half_life=half_life, prior=prior)
     memory._numpy_reads = numpy_reads  # False: the torch read used on accelerators
     for seed in range(3):
         memory.add(*random_rows(150, n_outputs, seed=seed))
