@@ -766,7 +766,7 @@ def format_tuning(result: dict[str, Any], top: int = 10) -> str:
     ranked = [TunedConfig(**c) for c in result["ranked"]]
     cases = sorted({case for c in ranked for case in c.by_case})
     lines: list[str] = []
-    for kind in ("exact", "sketch"):
+    for kind in result["best"]:  # the kinds that were tuned (--tune-kinds)
         configs = [c for c in ranked if c.kind == kind]
         names = list(configs[0].params)
         lines += [
