@@ -1,12 +1,12 @@
 """Memory benchmark: exact vs sketch error memory throughput, and compensation's cost per forward pass.
 
     .venv/bin/python bench/memory.py [--sizes 10000,100000,1000000] [--dim 64] [--seconds 1.0]
-        [--threads 1] [--overhead-entries 100000] [--rounds 3] [--quick]
+        [--threads 1] [--overhead-entries 100000] [--rounds 3] [--sketch-sizes 32x10,8x12:plain] [--quick]
 
 What it measures (the memories and the compensation are described in DESIGN.md 4.2):
 
 1. Throughput, rows/s, of ``add`` and ``estimate`` for the exact memory (capacity = size) and the
-   sketch (module defaults: 8 tables x 2^10 buckets), each filled with ``size`` random unit keys of
+   sketch (module defaults, see adaptive/ml/memory.py), each filled with ``size`` random unit keys of
    ``--dim`` dimensions, at batch 1 and batch 256. Each figure is a time-bounded loop of about
    ``--seconds`` (at least 3 calls, after one warm-up call). Adds go into the full memory, so the
    exact one is evicting as it would in production.
@@ -17,6 +17,8 @@ What it measures (the memories and the compensation are described in DESIGN.md 4
    compensation) with an exact and a sketch memory of ``--overhead-entries`` rows written from the
    model's own keys. The three are timed in turn, ``--rounds`` times, and the medians compared, so
    a background hiccup on a shared machine hits them alike. Target: <= 20% over the forward pass.
+   The same is timed for the sketch shapes of ``--sketch-sizes`` (tables x bits, first-order or
+   plain read), which trade accuracy (bench/stream_replay.py) against serving cost.
    Both wall time and the process's CPU time are reported: on a busy shared machine wall time
    also counts the time other processes held the CPU, CPU time does not. With torch on one thread
    (the default) every step runs on the calling thread, so CPU time is the work done, and the
@@ -72,6 +74,38 @@ OVERHEAD_QUERY_BATCHES: Final = 8
 QUICK_SIZES: Final = (1000,)
 QUICK_SECONDS: Final = 0.02
 QUICK_OVERHEAD_ENTRIES: Final = 1000
+# Sketch shapes whose compensation overhead is also measured (--sketch-sizes): TABLESxBITS, with
+# ":plain" for the paper's plain read (prior None) instead of the first-order read.
+DEFAULT_SKETCH_SIZES: Final = "32x10,16x12,8x12,8x10,16x10:plain,8x12:plain,4x12:plain"
+
+
+@dataclass(frozen=True)
+class SketchSize:
+    tables: int
+    bits: int
+    plain: bool  # the plain read (prior None) instead of the module's first-order default
+
+    @property
+    def label(self) -> str:
+        return f"{self.tables}x{self.bits}" + (" plain" if self.plain else " first-order")
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"n_tables": self.tables, "n_bits": self.bits}
+        if self.plain:
+            params["prior"] = None
+        return params
+
+
+def parse_sketch_sizes(text: str) -> list[SketchSize]:
+    """``"32x10,8x12:plain"`` -> sketch shapes; ValueError with the bad item on anything else."""
+    sizes = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        shape, _, read = item.partition(":")
+        tables, _, bits = shape.partition("x")
+        if read not in ("", "plain") or not tables.isdigit() or not bits.isdigit():
+            raise ValueError(f"{item!r} is not TABLESxBITS or TABLESxBITS:plain")
+        sizes.append(SketchSize(int(tables), int(bits), read == "plain"))
+    return sizes
 
 
 @dataclass(frozen=True)
@@ -180,6 +214,7 @@ def measure_throughput(kind: str, size: int, dim: int, seconds: float, seed: int
 class Overhead:
     forward: Timing
     compensated: dict[str, Timing]  # memory kind -> time per batch
+    by_size: dict[SketchSize, tuple[Timing, int]]  # sketch shape -> time per batch, bytes
     sketch_parts: dict[str, Timing]  # step -> time per batch, for the sketch path
     key_dim: int
     entries: int
@@ -193,10 +228,13 @@ def random_batch(n: int, generator: torch.Generator) -> TabularBatch:
     return TabularBatch(numeric, torch.stack(columns, dim=1))
 
 
-def filled_memory(kind: str, model: TabularModel, key_mean: torch.Tensor, entries: int, seed: int) -> ErrorMemory:
+def filled_memory(
+    kind: str, model: TabularModel, key_mean: torch.Tensor, entries: int, seed: int, **params: Any
+) -> ErrorMemory:
     """A memory of ``entries`` rows written from the model's own keys and scores, labels drawn from them."""
     generator = torch.Generator().manual_seed(seed)
-    params: dict[str, Any] = {"capacity": entries} if kind == "exact" else {}
+    if kind == "exact":
+        params["capacity"] = entries
     memory = make_memory(kind, model.hidden_dim, 1, **params)
     with torch.inference_mode():
         for offset in range(0, entries, 8192):
@@ -209,7 +247,12 @@ def filled_memory(kind: str, model: TabularModel, key_mean: torch.Tensor, entrie
 
 
 def measure_overhead(
-    entries: int, seconds: float, rounds: int, seed: int, hidden: list[int] = OVERHEAD_HIDDEN
+    entries: int,
+    seconds: float,
+    rounds: int,
+    seed: int,
+    hidden: list[int] = OVERHEAD_HIDDEN,
+    sketch_sizes: Sequence[SketchSize] = (),
 ) -> Overhead:
     torch.manual_seed(seed)
     model = build_model("deepfm", {"hidden": hidden}, OVERHEAD_SPEC, 1).eval()
@@ -219,6 +262,12 @@ def measure_overhead(
     compensators = {
         kind: Compensator(model, key_mean, filled_memory(kind, model, key_mean, entries, seed + 1), config)
         for kind in ("exact", "sketch")
+    }
+    sized = {
+        size: Compensator(
+            model, key_mean, filled_memory("sketch", model, key_mean, entries, seed + 1, **size.params()), config
+        )
+        for size in sketch_sizes
     }
     queries = [random_batch(OVERHEAD_BATCH, generator) for _ in range(OVERHEAD_QUERY_BATCHES)]
     position = 0
@@ -237,6 +286,7 @@ def measure_overhead(
 
     timed: dict[str, Callable[[], object]] = {"forward": forward}
     timed.update({kind: predicting(compensator) for kind, compensator in compensators.items()})
+    timed.update({size.label: predicting(compensator) for size, compensator in sized.items()})
 
     # The sketch path's steps on their own, to show where its time goes.
     sketch = compensators["sketch"].memory
@@ -265,6 +315,7 @@ def measure_overhead(
     return Overhead(
         forward=medians["forward"],
         compensated={kind: medians[kind] for kind in compensators},
+        by_size={size: (medians[size.label], compensator.memory.nbytes) for size, compensator in sized.items()},
         sketch_parts={name: medians[name] for name in parts},
         key_dim=model.hidden_dim,
         entries=entries,
@@ -354,6 +405,14 @@ def print_overhead(overhead: Overhead) -> list[list[str]]:
                 verdict(extra <= TARGET_OVERHEAD, f"<= {TARGET_OVERHEAD:.0%}"),
             ]
         )
+    if overhead.by_size:
+        print(f"\n### Sketch shape vs overhead (same model, memories and rounds; {clock})\n")
+        print("| sketch (tables x bits, read) | MB | us per batch | over forward |")
+        print("|---|---|---|---|")
+        base = forward.cpu_s if use_cpu else forward.wall_s
+        for size, (value, nbytes) in overhead.by_size.items():
+            spent = value.cpu_s if use_cpu else value.wall_s
+            print(f"| {size.label} | {nbytes / 2**20:.1f} | {spent * 1e6:.0f} | {spent / base - 1:+.0%} |")
     parts = ", ".join(
         f"{name} {value.wall_s * 1e6:.0f} us ({value.cpu_s * 1e6:.0f} us CPU)"
         for name, value in overhead.sketch_parts.items()
@@ -392,8 +451,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=list(OVERHEAD_HIDDEN),
         help="DeepFM hidden layers of the overhead model, e.g. 400,400,400 (the DeepFM paper's size)",
     )
+    parser.add_argument(
+        "--sketch-sizes",
+        default=DEFAULT_SKETCH_SIZES,
+        help="sketch shapes of the overhead-by-shape table, TABLESxBITS[:plain], comma-separated ('' skips it)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes and short loops: a smoke run")
     args = parser.parse_args(argv)
+    try:
+        args.sketch_sizes = parse_sketch_sizes(args.sketch_sizes)
+    except ValueError as error:
+        parser.error(f"--sketch-sizes: {error}")
     try:
         args.sizes = sorted({int(size) for size in args.sizes.split(",")})
     except ValueError:
@@ -427,7 +495,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.append(measure_throughput(kind, size, args.dim, args.seconds, args.seed))
         print_throughput(results, args.dim)
         print(f"measuring compensation overhead ({args.rounds} rounds)", file=sys.stderr, flush=True)
-        overhead = measure_overhead(args.overhead_entries, args.seconds, args.rounds, args.seed, args.hidden)
+        overhead = measure_overhead(
+            args.overhead_entries, args.seconds, args.rounds, args.seed, args.hidden, args.sketch_sizes
+        )
         targets = ratio_rows(results) + print_overhead(overhead)
         print_targets(targets)
         return 0

@@ -42,16 +42,17 @@ import torch.nn.functional as F
 
 # --- defaults, tuned on the dev streams (bench/stream_replay.py --tune; bench/RESULTS-stream-replay.md) --
 # The paper's ranges are tau about 0.1 and k 70-180. Exact: k=100 with a sharper tau=0.05 won on both
-# streams; 50k rows scored within noise of 100k at half the read cost. Sketch: 32 tables x 2^10
+# streams; 50k rows scored within noise of 100k at half the read cost. Sketch: 16 tables x 2^10
 # buckets with tau=0.1, read with a prior of 20 rows (bucket trust and first-order term, see
-# SketchMemory): 96% (flights) and 94% (MovieLens) of the exact memory's gain on the tuning slots,
-# against 84% and 65% for the paper's plain bucket means.
+# SketchMemory): 84% (flights) and 100% (MovieLens) of the exact memory's gain over the whole
+# replay, 3 seeds. 32 tables keep 87% and 101% at twice the read cost and memory, 8 tables x 2^12
+# 79% and 92%; with the paper's plain bucket means 16 x 2^10 keeps 79% and 73% on seed 0.
 
 DEFAULT_TAU: Final = 0.05
 DEFAULT_EXACT_CAPACITY: Final = 50_000
 DEFAULT_EXACT_K: Final = 100
 DEFAULT_SKETCH_TAU: Final = 0.1
-DEFAULT_SKETCH_TABLES: Final = 32
+DEFAULT_SKETCH_TABLES: Final = 16
 DEFAULT_SKETCH_BITS: Final = 10
 DEFAULT_SKETCH_SEED: Final = 0
 # Exponential forgetting: a row's weight halves every ``half_life`` rows, the sketch's analogue of the
@@ -610,15 +611,18 @@ class SketchMemory(ErrorMemory):
         slope_columns = 2 * d if self.slopes else 0
         self._sums = torch.zeros(self.n_buckets, 1 + 2 * w + d + slope_columns, dtype=torch.float64, device=self.device)
         # What a read needs, ready to use (float32), refreshed for the buckets each add touches:
-        # _centroids [buckets, D (+ 2 D) + 1] holds centroid / |centroid| / tau, with slopes then
-        # cov(k, y) / tau and cov(k, p) / tau, and last a bias, 0 for a used bucket and
-        # EMPTY_BUCKET_BIAS for an empty one: q . row[:D] + row[-1] is cos / tau + bias, so the read
-        # needs no mask and no NaN fix, and the D-wide blocks before the bias are dotted with q in one
-        # einsum. _stats [1 + 2W, buckets] holds count, mean y (W) and mean p (W), one row per
-        # quantity: gathered for a [K, N] block of buckets, it gives contiguous [K, N] planes that the
-        # softmax weights blend with one einsum.
-        self._centroids = torch.zeros(self.n_buckets, d + 1 + slope_columns, device=self.device)
-        self._centroids[:, -1] = EMPTY_BUCKET_BIAS
+        # _centroids [buckets, B (D + 1)] holds B blocks of D + 1 values, dotted with the query
+        # extended by a 1, [q, 1]: block 0 is [centroid / |centroid| / tau, bias] with bias 0 for a
+        # used bucket and EMPTY_BUCKET_BIAS for an empty one, so q . centroid / tau + bias needs no
+        # mask and no NaN fix; with slopes, blocks 1 and 2 are [cov(k, y) / tau, 0] and
+        # [cov(k, p) / tau, 0]. A read gathers a query's K rows as one [K B, D + 1] matrix and gets
+        # every product with one matrix-vector product per query (_read_numpy). _stats
+        # [1 + 2W, buckets] holds count, mean y (W) and mean p (W), one row per quantity: gathered
+        # for a [K, N] block of buckets, it gives contiguous [K, N] planes that the softmax weights
+        # blend with one einsum.
+        blocks = 3 if self.slopes else 1
+        self._centroids = torch.zeros(self.n_buckets, blocks * (d + 1), device=self.device)
+        self._centroids[:, d] = EMPTY_BUCKET_BIAS
         self._stats = torch.zeros(1 + 2 * w, self.n_buckets, device=self.device)
         self._added = 0
         self._next_weight = 1.0
@@ -652,7 +656,7 @@ class SketchMemory(ErrorMemory):
         """Empty every bucket; the hyperplanes stay."""
         self._sums.zero_()
         self._centroids.zero_()
-        self._centroids[:, -1] = EMPTY_BUCKET_BIAS
+        self._centroids[:, self.dim] = EMPTY_BUCKET_BIAS
         self._stats.zero_()
         self._added = 0
         self._next_weight = 1.0
@@ -723,22 +727,23 @@ class SketchMemory(ErrorMemory):
 
     def _read_rows(self, sums: torch.Tensor) -> torch.Tensor:
         """Read-table rows (float32) from sum rows (float64), empty buckets included: [count, mean
-        y (W), mean p (W)] for ``_stats`` (transposed), then [centroid / |centroid| / tau (D),
-        with slopes cov(k, y) / tau (D) and cov(k, p) / tau (D), bias] for ``_centroids``."""
+        y (W), mean p (W)] for ``_stats`` (transposed), then the ``_centroids`` blocks
+        [centroid / |centroid| / tau (D), bias], with slopes [cov(k, y) / tau (D), 0] and
+        [cov(k, p) / tau (D), 0]."""
         w, d = self.width, self.dim
         count = sums[:, :1]
         inverse = 1.0 / count.clamp_min(torch.finfo(torch.float64).tiny)  # 0 sums stay 0
         means = sums[:, 1 : 1 + 2 * w] * inverse
         key_sum = sums[:, 1 + 2 * w : 1 + 2 * w + d]
         centroid = key_sum / key_sum.norm(dim=1, keepdim=True).clamp_min(1e-12) / self.tau
-        parts = [count, means, centroid]
+        parts = [count, means, centroid, torch.where(count > 0, 0.0, EMPTY_BUCKET_BIAS)]
         if self.slopes:
             # cov(k, y) = mean(y k) - mean(y) mean(k), in float64: the difference cancels digits.
             mean_key = key_sum * inverse
+            zero = torch.zeros_like(count)
             for column, offset in ((1, 1 + 2 * w + d), (2, 1 + 2 * w + 2 * d)):
                 product_mean = sums[:, offset : offset + d] * inverse
-                parts.append((product_mean - means[:, column - 1 : column] * mean_key) / self.tau)
-        parts.append(torch.where(count > 0, 0.0, EMPTY_BUCKET_BIAS))
+                parts += [(product_mean - means[:, column - 1 : column] * mean_key) / self.tau, zero]
         return torch.cat(parts, dim=1).to(torch.float32)
 
     def _rebase(self) -> None:
@@ -803,13 +808,17 @@ class SketchMemory(ErrorMemory):
 
     def _read_numpy(self, queries: torch.Tensor) -> npt.NDArray[np.float32]:
         """``[count, y (W), p (W)]`` blended by the softmax weights, [1 + 2W, N]; CPU only."""
-        q = queries.numpy()
+        n, d = queries.shape
         index = self._bucket_array(queries)  # [K, N]
-        rows = self._centroids.numpy().take(index, axis=0)  # [K, N, R]
-        # [1 or 3, K, N]: cos / tau, then (with slopes) q . cov(k, y) / tau and q . cov(k, p) / tau.
-        products = np.einsum("knbd,nd->bkn", rows[:, :, :-1].reshape(*index.shape, -1, self.dim), q)
+        # A query's K rows as one [K B, D + 1] matrix, times [q, 1]: one batched matrix-vector
+        # product gives every dot product of the read (numpy's einsum would loop over them in C,
+        # several times slower).
+        rows = self._centroids.numpy().take(index.T, axis=0).reshape(n, -1, d + 1)
+        extended = np.ones((n, d + 1, 1), dtype=np.float32)
+        extended[:, :d, 0] = queries.numpy()
+        # [B, K, N]: cos / tau + bias, then (with slopes) q . cov(k, y) / tau and q . cov(k, p) / tau.
+        products = np.ascontiguousarray(np.matmul(rows, extended).reshape(n, self.n_tables, -1).transpose(2, 1, 0))
         logits = products[0]
-        logits += rows[:, :, -1]
         # Softmax over the K tables (axis 0: whole-row numpy ops, no short inner reductions), with
         # the division left for after the blend, where it touches 1 + 2W values per query, not K.
         logits -= logits.max(axis=0)
@@ -829,11 +838,12 @@ class SketchMemory(ErrorMemory):
 
     def _read_torch(self, queries: torch.Tensor) -> torch.Tensor:
         """``_read_numpy`` in torch ops, for memories on an accelerator."""
-        k, n = self.n_tables, queries.shape[0]
+        k, (n, d) = self.n_tables, queries.shape
         index = self._buckets(queries).reshape(-1)
-        rows = self._centroids.index_select(0, index).view(k, n, -1)
-        products = torch.einsum("knbd,nd->bkn", rows[:, :, :-1].reshape(k, n, -1, self.dim), queries)
-        weights = torch.softmax(products[0] + rows[:, :, -1], dim=0)
+        rows = self._centroids.index_select(0, index).view(k, n, -1, d + 1)
+        extended = torch.cat([queries, queries.new_ones(n, 1)], dim=1)
+        products = torch.einsum("knbd,nd->bkn", rows, extended)
+        weights = torch.softmax(products[0], dim=0)
         stats = self._stats.index_select(1, index).view(-1, k, n)
         if self.prior is not None:
             trust = stats[0] / (stats[0] + self._prior_rows())

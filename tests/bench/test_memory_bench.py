@@ -43,3 +43,16 @@ def test_quick_run_prints_the_throughput_overhead_and_target_tables(
     assert "sketch/exact estimate speed, 1,000 entries, batch 256" in out
     assert out.count("PASS") + out.count("MISS") == 4
     assert torch.get_num_threads() == threads  # --threads 1 is undone on the way out
+    assert "| 32x10 first-order |" in out and "| 4x12 plain |" in out  # the overhead-by-shape table
+
+
+def test_sketch_sizes_parse_and_reject_bad_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = load_script(monkeypatch)
+
+    sizes = bench.parse_sketch_sizes("32x10, 8x12:plain")
+
+    assert [(s.tables, s.bits, s.plain) for s in sizes] == [(32, 10, False), (8, 12, True)]
+    assert sizes[1].params() == {"n_tables": 8, "n_bits": 12, "prior": None}
+    for bad in ("32", "32x", "x10", "8x12:fast", "8y12"):
+        with pytest.raises(ValueError, match="TABLESxBITS"):
+            bench.parse_sketch_sizes(bad)
