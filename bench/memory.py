@@ -57,7 +57,13 @@ from adaptive.ml.compensation import (  # noqa: E402
     fit_key_mean,
     keys_from_hidden,
 )
-from adaptive.ml.memory import ErrorMemory, make_memory  # noqa: E402
+from adaptive.ml.memory import (  # noqa: E402
+    MAX_SKETCH_BITS,
+    MAX_SKETCH_BUCKETS,
+    MAX_SKETCH_TABLES,
+    ErrorMemory,
+    make_memory,
+)
 from adaptive.ml.preprocessing import InputSpec, TabularBatch  # noqa: E402
 
 BATCHES: Final = (1, 256)
@@ -97,14 +103,21 @@ class SketchSize:
 
 
 def parse_sketch_sizes(text: str) -> list[SketchSize]:
-    """``"32x10,8x12:plain"`` -> sketch shapes; ValueError with the bad item on anything else."""
+    """``"32x10,8x12:plain"`` -> sketch shapes; ValueError naming the bad item on anything else,
+    including shapes outside the sketch's limits."""
     sizes = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         shape, _, read = item.partition(":")
         tables, _, bits = shape.partition("x")
         if read not in ("", "plain") or not tables.isdigit() or not bits.isdigit():
             raise ValueError(f"{item!r} is not TABLESxBITS or TABLESxBITS:plain")
-        sizes.append(SketchSize(int(tables), int(bits), read == "plain"))
+        size = SketchSize(int(tables), int(bits), read == "plain")
+        # Checked here, not when the sketch is built minutes into the run.
+        if not 1 <= size.tables <= MAX_SKETCH_TABLES or not 1 <= size.bits <= MAX_SKETCH_BITS:
+            raise ValueError(f"{item!r}: tables must be 1-{MAX_SKETCH_TABLES} and bits 1-{MAX_SKETCH_BITS}")
+        if size.tables << size.bits > MAX_SKETCH_BUCKETS:
+            raise ValueError(f"{item!r}: {size.tables << size.bits} buckets is above the limit of {MAX_SKETCH_BUCKETS}")
+        sizes.append(size)
     return sizes
 
 

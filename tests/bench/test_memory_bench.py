@@ -56,3 +56,6 @@ def test_sketch_sizes_parse_and_reject_bad_items(monkeypatch: pytest.MonkeyPatch
     for bad in ("32", "32x", "x10", "8x12:fast", "8y12"):
         with pytest.raises(ValueError, match="TABLESxBITS"):
             bench.parse_sketch_sizes(bad)
+    for out_of_range, reason in (("0x10", "tables must be"), ("8x0", "bits 1-"), ("64x20", "above the limit")):
+        with pytest.raises(ValueError, match=reason):
+            bench.parse_sketch_sizes(out_of_range)
