@@ -582,8 +582,10 @@ TUNE_STAGE1_CAPACITY: Final = 20_000
 TUNE_EXACT_K: Final = (25, 50, 100, 200)
 TUNE_EXACT_TAU: Final = (0.02, 0.05, 0.1, 0.2)
 TUNE_CAPACITY_GRID: Final = (5_000, 20_000, 50_000, 100_000)
-# Round 3 for the sketch: the prior (None: the paper's plain read) crossed with the sizes and the
-# forgetting of round 2, whose edges (8 and 64 tables, 14 bits, tau 0.05) lost to these values.
+# The sketch grid since the first-order read: the prior (None: the paper's plain read) crossed with
+# the sizes and forgetting of round 2, whose edges (8 and 64 tables, 14 bits, tau 0.05) lost to these
+# values. The default shape was then chosen on the full protocol against its serving cost, not by this
+# grid's score alone (bench/RESULTS-stream-replay.md, "Choosing the sketch's shape").
 TUNE_SKETCH_TABLES: Final = (16, 32, 64)
 TUNE_SKETCH_BITS: Final = (8, 10, 12)
 TUNE_SKETCH_TAU: Final = (0.1,)
@@ -592,7 +594,7 @@ TUNE_SKETCH_PRIOR: Final = (None, 20.0)
 # Sketches above this many buckets (K * 2^L) are left out: at 32-dim binary keys a bucket holds about
 # 0.4 kB with the plain read and 1.2 kB with the first-order sums, so 2^18 buckets is 110-320 MB.
 TUNE_SKETCH_MAX_BUCKETS: Final = 2**18
-# Round 3 added gamma 0 and 0.25, which the first-order sketch read prefers.
+# Gamma 0 and 0.25 were added with the first-order sketch read, which prefers them.
 TUNE_BLEND_GRID: Final = {
     "lam": (0.5, 0.7, 0.9, 1.0),
     "shrink": (2.0, 5.0, 20.0, 50.0),
