@@ -46,7 +46,7 @@ import torch.nn.functional as F
 # buckets with tau=0.1, read with a prior of 20 rows (bucket trust and first-order term, see
 # SketchMemory): 84% (flights) and 100% (MovieLens) of the exact memory's gain over the whole
 # replay, 3 seeds. 32 tables keep 87% and 101% at twice the read cost and memory, 8 tables x 2^12
-# 79% and 92%; with the paper's plain bucket means 16 x 2^10 keeps 79% and 73% on seed 0.
+# 79% and 92%; with the paper's plain bucket means 16 x 2^10 keeps 70% and 73%.
 
 DEFAULT_TAU: Final = 0.05
 DEFAULT_EXACT_CAPACITY: Final = 50_000
@@ -98,12 +98,12 @@ EXACT_QUERY_GROUP: Final = 256
 # similarities are searched in one step.
 EXACT_MIN_GROUP_SIZE: Final = 4
 EXACT_MIN_GROUPED_ELEMENTS: Final = 2**16
-# Sketch adds expand each row once per table (512 x 32 x 195 float64 = 26 MB at the defaults and
+# Sketch adds expand each row once per table (512 x 16 x 195 float64 = 13 MB at the defaults and
 # 64-dim keys; measured with the plain read's 67 columns, 512-row pieces added about 310k rows/s,
 # 4096-row pieces, out of cache, 150k).
 SKETCH_ADD_CHUNK: Final = 512
-# Sketch reads gather a [K, rows, R] block of read rows (R = D + 1, or 3 D + 1 with slopes); batches
-# are read in pieces of at most this many gathered floats (2M, 8 MB: 2,114 rows at the defaults and
+# Sketch reads gather a [K, rows, R] block of read rows (R = D + 1, or 3 (D + 1) with slopes); batches
+# are read in pieces of at most this many gathered floats (2M, 8 MB: 1,040 rows at the defaults and
 # 41-dim binary keys, so a serving batch is one piece).
 SKETCH_READ_ELEMENTS: Final = 2 * 2**20
 # Logit bias of an empty bucket: softmax gives it weight exp(-1e9) = 0 next to any used bucket
