@@ -11,11 +11,17 @@ from celery import Celery
 from django.conf import settings
 from kombu import Queue
 
+from tasks import filesystem_broker
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# filesystem:// (the embedded default) is the hardened transport in every process that loads the app.
+filesystem_broker.register()
 
-TASK_MODULES = ["tasks.system", "tasks.adaptation", "tasks.monitoring", "tasks.training"]
+# tasks.worker_health: the loop_health control command and the per-task connection check.
+TASK_MODULES = ["tasks.worker_health", "tasks.system", "tasks.adaptation", "tasks.monitoring", "tasks.training"]
 
-app = Celery("control_room", include=TASK_MODULES)
+# TrackedTask counts each task's outcome for the worker's health (tasks.worker_health).
+app = Celery("control_room", include=TASK_MODULES, task_cls="tasks.worker_health:TrackedTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
     # JSON only: never accept pickled messages from the broker.
