@@ -267,3 +267,38 @@ class HealthSerializer(serializers.Serializer):
     database = serializers.DictField()
     broker = serializers.DictField()
     workers = serializers.DictField()
+
+
+class LoopAlertSerializer(serializers.Serializer):
+    level = serializers.ChoiceField(choices=["warn", "error"])
+    topic = serializers.CharField(help_text="What the alert is about: queue:NAME, worker:NAME, jobs:KIND, lag:SLUG.")
+    message = serializers.CharField()
+
+
+class DeploymentLagSerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    pending_labels = serializers.IntegerField(help_text="Labels not yet in the error memory (capped at 100,000).")
+    pending_age_s = serializers.FloatField(allow_null=True, help_text="Age of the oldest, seconds.")
+    unwindowed_labels = serializers.IntegerField(help_text="Labels in no closed window (capped at 100,000).")
+    unwindowed_age_s = serializers.FloatField(allow_null=True)
+    window_events = serializers.IntegerField()
+    window_minutes = serializers.IntegerField()
+    active_jobs = serializers.IntegerField(help_text="The deployment's jobs queued or running, of any kind.")
+    memory_revision = serializers.IntegerField()
+
+
+class JobWaitSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    queue = serializers.CharField()
+    queued = serializers.IntegerField()
+    oldest_id = serializers.IntegerField()
+    oldest_deployment = serializers.CharField(allow_null=True)
+    wait_s = serializers.FloatField()
+
+
+class LoopSerializer(serializers.Serializer):
+    checked_at = serializers.DateTimeField()
+    alerts = LoopAlertSerializer(many=True)
+    deployments = DeploymentLagSerializer(many=True)
+    jobs = JobWaitSerializer(many=True)
+    workers = serializers.DictField(allow_null=True, help_text="Null when the broker is unreachable.")

@@ -6,6 +6,7 @@ app_name = "api"
 
 urlpatterns = [
     path("health", health.HealthView.as_view(), name="health"),
+    path("loop", health.LoopView.as_view(), name="loop"),
     path("overview", dashboard.OverviewView.as_view(), name="overview"),
     path("audit", dashboard.AuditListView.as_view(), name="audit-list"),
     path("deployments", registry.DeploymentListView.as_view(), name="deployment-list"),

@@ -31,7 +31,13 @@ What it does, in the file's order (the replay is sorted by event time):
    the candidate live (``GET .../releases``). When the file ends before the verdict, it waits for it
    (at most ``--retrain-timeout`` seconds). If the server answers 409 because a retrain is already
    running (the auto policy may have started one), the client follows that one instead.
-5. Prints a summary: rows, labels, versions and memory revisions seen, and the base model's AUC and log
+5. With a user's token (``--token-file`` or ``--token``), watches the loop: every ``--loop-every``
+   seconds it reads ``GET /api/v1/loop`` (labels waiting for the error memory, labels in no closed
+   window, the loop's alerts); after the file it waits up to ``--settle-timeout`` seconds for the
+   memory and the windows to catch up, prints the lags and calls the loop *stalled* when labels still
+   wait for the memory (more than two batches), more than two windows' labels wait for a window, or
+   a queue the loop needs has no healthy consumer.
+6. Prints a summary: rows, labels, versions and memory revisions seen, and the base model's AUC and log
    loss against the compensated scores', over the whole replay, per month of event time and per
    version served; with ``--retrain-at``, the retrain job, its flip report and the promotion or block.
 
@@ -52,9 +58,9 @@ ingestion key for the traffic, pass the operator's token in ``--token-file`` (a 
 not show in the process list); an ingestion key asking for a retrain gets HTTP 403.
 
 Exit status: 0 when the whole file was replayed (and the retrain, when asked for, reached a verdict:
-promoted, rejected or waiting for an operator), 1 on an API or connection failure or a retrain that
-failed or timed out, 2 on bad arguments, 130 when interrupted (Ctrl-C or SIGTERM), after printing
-the summary so far.
+promoted, rejected or waiting for an operator), 1 on an API or connection failure, a retrain that
+failed or timed out, or a loop that stalled; 2 on bad arguments; 130 when interrupted (Ctrl-C or
+SIGTERM), after printing the summary so far.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ import math
 import random
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -142,6 +149,7 @@ class Api:
         self.slug = slug
         self.retries = retries
         self.retried = 0
+        self.seconds: list[float] = []  # each call's wall time, retries included: what a caller waits
 
     def close(self) -> None:
         self.client.close()
@@ -153,6 +161,13 @@ class Api:
         return self._send("GET", path, params=params)
 
     def _send(self, method: str, path: str, **request: Any) -> dict[str, Any]:
+        started = time.monotonic()
+        try:
+            return self._send_retrying(method, path, **request)
+        finally:
+            self.seconds.append(time.monotonic() - started)
+
+    def _send_retrying(self, method: str, path: str, **request: Any) -> dict[str, Any]:
         url = path.lstrip("/") if path.startswith("/") else f"deployments/{self.slug}/{path}"
         for attempt in range(self.retries + 1):
             try:
@@ -586,6 +601,86 @@ class Tally:
         return self.accepted + self.already_labeled
 
 
+class LoopWatch:
+    """Samples ``GET /api/v1/loop`` in a thread during the replay; afterwards waits for the loop to catch
+    up and says whether it stalled. Needs a user's token (viewer or above)."""
+
+    def __init__(self, api: Api, every: float) -> None:
+        self.api = api
+        self.every = every
+        self.samples: list[dict[str, Any]] = []  # this deployment's lag entries, with "t"
+        self.alerts: list[dict[str, str]] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loop-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.sample()
+
+    def sample(self) -> dict[str, Any] | None:
+        try:
+            body = self.api.get("/loop")
+        except ApiError:
+            self.errors += 1
+            return None
+        self.alerts = body.get("alerts", [])
+        mine = next((d for d in body.get("deployments", []) if d["slug"] == self.api.slug), None)
+        if mine is not None:
+            self.samples.append({**mine, "t": time.monotonic()})
+        return mine
+
+    def settle(self, timeout: float, batch: int) -> dict[str, Any] | None:
+        """Wait until no label waits for the memory, at most one window's labels wait for a window, and no
+        job of the deployment is queued or running (a job whose worker died is failed by the sweeper)."""
+        deadline = time.monotonic() + timeout
+        last = self.sample()
+        while last is not None and time.monotonic() < deadline:
+            caught_up = last["pending_labels"] == 0 and last["unwindowed_labels"] <= last["window_events"]
+            if caught_up and not last.get("active_jobs"):
+                break
+            time.sleep(2.0)
+            last = self.sample() or last
+        return last
+
+    def verdict(self, last: dict[str, Any] | None, batch: int) -> list[str]:
+        """Why the loop stalled (empty when it kept up)."""
+        if last is None:
+            return [f"the loop's state could not be read ({self.errors} failed reads)"]
+        reasons = []
+        if last["pending_labels"] > 2 * batch:
+            reasons.append(f"{last['pending_labels']} labels never reached the error memory")
+        if last["unwindowed_labels"] > 2 * last["window_events"]:
+            reasons.append(f"{last['unwindowed_labels']} labels are in no closed window")
+        if last.get("active_jobs"):
+            reasons.append(f"{last['active_jobs']} jobs are still queued or running")
+        reasons += [a["message"] for a in self.alerts if a["level"] == "error"]
+        return reasons
+
+    def figures(self, last: dict[str, Any] | None) -> dict[str, Any]:
+        ages = sorted(float(s["pending_age_s"] or 0.0) for s in self.samples)
+        behind = [int(s["unwindowed_labels"]) for s in self.samples]
+
+        def pct(q: float) -> float | None:
+            return ages[min(len(ages) - 1, int(q * len(ages)))] if ages else None
+
+        return {
+            "samples": len(self.samples),
+            "memory_lag_s": {"p50": pct(0.5), "p95": pct(0.95), "max": ages[-1] if ages else None},
+            "window_lag_labels_max": max(behind) if behind else None,
+            "window_lag_s_max": max((float(s["unwindowed_age_s"] or 0.0) for s in self.samples), default=None),
+            "end": last,
+            "alerts": self.alerts,
+        }
+
+
 def replay(
     args: argparse.Namespace, api: Api, scored: Scored, tally: Tally, total: int, retrain: Retrain | None
 ) -> None:
@@ -649,6 +744,7 @@ def summarise(
     seconds: float,
     interrupted: bool,
     retrain: Retrain | None = None,
+    loop: dict[str, Any] | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
     """The summary as printable lines and as a JSON-ready dict."""
     overall = scored.metrics(range(len(scored.labels)))
@@ -676,9 +772,12 @@ def summarise(
         "labels_already_labeled": tally.already_labeled,
         "labels_unknown": tally.unknown,
         "retries": api.retried,
+        "requests": _request_times(api.seconds),
         "versions": {str(v): n for v, n in sorted(scored.versions.items(), key=lambda item: str(item[0]))},
         "memory_revision_first": scored.revisions[0] if scored.revisions else None,
         "memory_revision_last": scored.revisions[-1] if scored.revisions else None,
+        # Where the revision stood 90% into the replay: below the last one when the memory kept learning.
+        "memory_revision_at_90pct": _at_share(scored.revisions, 0.9),
         "compensated_rows": compensated_rows,
         "batch": args.batch,
         "label_delay": str(args.label_delay),
@@ -687,6 +786,7 @@ def summarise(
         "months": per_month,
         "per_version": per_version,
         "retrain": retrain.as_dict() if retrain is not None else None,
+        "loop": loop,
     }
     rate = tally.rows_sent / seconds if seconds > 0 else 0.0
     versions = ", ".join(f"v{v} x{n}" for v, n in data["versions"].items()) or "-"
@@ -695,7 +795,8 @@ def summarise(
         "",
         f"== Replay summary: {args.slug}{' (interrupted)' if interrupted else ''}",
         f"rows {tally.rows_sent} in {tally.batches} batches of up to {args.batch}, {seconds:.1f}s ({rate:.0f} rows/s), "
-        f"label delay {args.label_delay}, {api.retried} retries",
+        f"label delay {args.label_delay}, {api.retried} retries; request p50 {data['requests']['p50_ms']} ms, "
+        f"p99 {data['requests']['p99_ms']} ms, max {data['requests']['max_ms']} ms",
         f"labels sent {tally.labels_sent}: accepted {tally.accepted}, already labeled {tally.already_labeled}, "
         f"unknown {tally.unknown}",
         f"versions served: {versions}; memory revision {revisions}",
@@ -725,6 +826,8 @@ def summarise(
             )
     if retrain is not None:
         lines += retrain.lines()
+    if loop is not None:
+        lines += loop_lines(loop)
     if tally.rows_sent and compensated_rows == 0:
         lines.append("note: score == base_score on every row: the server did not compensate (off, or memory empty)")
     if tally.already_labeled:
@@ -733,6 +836,39 @@ def summarise(
             "their scores are the ones stored then"
         )
     return lines, data
+
+
+def _at_share(values: list[int], share: float) -> int | None:
+    return values[int(share * (len(values) - 1))] if values else None
+
+
+def _request_times(seconds: list[float]) -> dict[str, Any]:
+    ordered = sorted(seconds)
+
+    def ms(q: float) -> float | None:
+        return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else None
+
+    return {"n": len(ordered), "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": ms(1.0)}
+
+
+def loop_lines(loop: dict[str, Any]) -> list[str]:
+    """The summary's loop section: lags during the replay, the state at the end, and the verdict."""
+    lag, end = loop["memory_lag_s"], loop["end"] or {}
+
+    def s(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}s"
+
+    lines = [
+        "",
+        f"loop: label-to-memory lag p50 {s(lag['p50'])}, p95 {s(lag['p95'])}, max {s(lag['max'])} "
+        f"({loop['samples']} samples); window lag max {loop['window_lag_labels_max'] or 0} labels, "
+        f"{s(loop['window_lag_s_max'])}",
+        f"loop at the end: {end.get('pending_labels', '?')} labels wait for the memory, "
+        f"{end.get('unwindowed_labels', '?')} are in no closed window",
+    ]
+    if loop["stalled"]:
+        lines += ["LOOP STALLED:", *(f"  - {reason}" for reason in loop["stalled"])]
+    return lines
 
 
 def _fmt(value: float | None, digits: int = 4, *, signed: bool = False) -> str:
@@ -768,6 +904,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--retries", type=int, default=8, help="retries per request (default %(default)s)")
     parser.add_argument("--progress", type=float, default=10.0, help="seconds between progress lines; 0 = none")
     parser.add_argument("--summary-json", type=Path, default=None, help="also write the summary to this file")
+    parser.add_argument(
+        "--loop-every", type=float, default=10.0, help="seconds between reads of the loop's lags (with a token)"
+    )
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=180.0,
+        help="after the file, seconds to wait for the memory and windows to catch up (default %(default)s)",
+    )
     retrain = parser.add_argument_group("retrain (optional; needs an operator's token)")
     retrain.add_argument(
         "--retrain-at",
@@ -777,7 +922,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"request a retrain once this share of the rows was sent (and {MIN_RETRAIN_LABELS} labels accepted)",
     )
     retrain.add_argument(
-        "--token-file", type=Path, help="file holding an operator's API token, for the retrain (Authorization: Token)"
+        "--token-file",
+        type=Path,
+        help="file holding an operator's API token, for the retrain and the loop's lags (Authorization: Token)",
     )
     retrain.add_argument(
         "--retrain-params",
@@ -857,6 +1004,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         operator = Api(args.url, args.slug, _operator_authorization(args), timeout=args.timeout, retries=args.retries)
         reason = args.retrain_reason or f"replay client: retrain after {args.retrain_at:.0%} of {args.file.name}"
         retrain = Retrain(operator, args.retrain_at, args.retrain_params, reason)
+    watch = None
+    if args.token_file or args.token:
+        watch = LoopWatch(
+            Api(args.url, args.slug, _operator_authorization(args), timeout=args.timeout, retries=2), args.loop_every
+        )
+        watch.start()
     scored, tally = Scored(), Tally()
     started = time.monotonic()
     status, interrupted = 0, False
@@ -873,7 +1026,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             retrain.api.close()
     if status == 0 and retrain is not None and retrain.error is not None:
         status = 1  # asked for, and it did not reach a verdict
-    lines, data = summarise(args, scored, tally, api, time.monotonic() - started, interrupted, retrain)
+    seconds = time.monotonic() - started
+    loop: dict[str, Any] | None = None
+    if watch is not None:
+        watch.stop()
+        last = watch.settle(args.settle_timeout, args.batch) if status == 0 else watch.sample()
+        watch.api.close()
+        loop = {**watch.figures(last), "stalled": watch.verdict(last, args.batch)}
+        if status == 0 and loop["stalled"]:
+            status = 1  # the replay went through, but the loop did not keep up
+    lines, data = summarise(args, scored, tally, api, seconds, interrupted, retrain, loop)
     print("\n".join(lines), flush=True)
     if args.summary_json is not None:
         args.summary_json.parent.mkdir(parents=True, exist_ok=True)

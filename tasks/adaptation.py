@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 # A queued job older than this is assumed to have lost its message and is sent again (claiming
 # makes a duplicate delivery harmless).
 RESEND_AFTER = timedelta(seconds=60)
-# A running compensation job takes seconds; no heartbeat for this long means its worker died.
-STALE_AFTER = timedelta(minutes=5)
+# A running compensation job beats after every batch of APPLY_BATCH labels (a second or two, tens
+# of seconds at worst on a loaded SQLite); no heartbeat for this long means its worker died. Failing
+# such a job loses nothing: its transaction died with the worker, and its labels are still pending.
+STALE_AFTER = timedelta(seconds=60)
 # Finished compensation jobs are kept this long for the jobs page, then deleted.
 KEEP_FINISHED = timedelta(days=1)
 

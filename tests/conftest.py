@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -16,6 +17,12 @@ from tests.factories import UserFactory, deployment_with_live_version
 @pytest.fixture(autouse=True)
 def _artifacts_in_tmp(settings: Any, tmp_path: Any) -> None:
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    # The workers' state is cached for a few seconds per process (api.views.health): not across tests.
+    cache.clear()
 
 
 def _client_for(role: str | None) -> APIClient:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from tasks.celery import app
@@ -26,10 +27,19 @@ def test_tasks_are_json_only():
     assert app.conf.accept_content == ["json"]
 
 
-def test_health_lists_a_live_worker_and_reports_ok():
+def test_health_lists_a_live_worker_and_reports_ok_once_every_loop_queue_has_a_consumer(settings):
     client = APIClient()
-    with celery_worker() as (name, _):
+    with celery_worker() as (name, queue):
         body = wait_for(lambda: (b := client.get("/api/v1/health").json())["workers"]["count"] and b, timeout=90)
         assert name in body["workers"]["names"]
-        assert body["status"] == "ok"
+        # The worker consumes a private queue: the loop's own queues still have no consumer.
+        assert body["status"] == "degraded"
+        assert body["workers"]["queues_without_consumer"] == ["default", "gpu", "monitoring"]
         assert body["database"]["ok"] and body["broker"]["ok"]
+
+        settings.LOOP_QUEUES = [queue]
+        cache.delete("loop:workers")
+        body = client.get("/api/v1/health").json()
+        assert body["status"] == "ok", body
+        assert body["workers"]["queues"] == {queue: {"consumers": [name]}}
+        assert "last_error" not in body["workers"]["workers"][name]  # health answers anyone

@@ -29,12 +29,15 @@ def test_database_url() -> str:
 
 
 @contextmanager
-def celery_worker(queues: list[str] | None = None) -> Iterator[tuple[str, str]]:
-    """Run ``celery worker`` on private queues; yields (worker name, first queue)."""
+def celery_worker(
+    queues: list[str] | None = None, *, env: dict[str, str] | None = None, pool: str = "solo"
+) -> Iterator[tuple[str, str]]:
+    """Run ``celery worker`` on private queues; yields (worker name, first queue). ``env`` overrides
+    the worker's environment (its DATABASE_URL, say); ``pool`` is Celery's pool."""
     tag = uuid.uuid4().hex[:8]
     queues = queues or [f"test-{tag}"]
     name = f"test-{tag}@localhost"
-    env = {**os.environ, "DATABASE_URL": test_database_url(), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "DATABASE_URL": test_database_url(), "PYTHONUNBUFFERED": "1", **(env or {})}
     log_path = Path(settings.VAR_DIR) / f"worker-{tag}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
@@ -51,7 +54,8 @@ def celery_worker(queues: list[str] | None = None) -> Iterator[tuple[str, str]]:
                 "-Q",
                 ",".join(queues),
                 "--pool",
-                "solo",
+                pool,
+                *(["--concurrency", "1"] if pool == "prefork" else []),
                 "--loglevel",
                 "INFO",
                 "--without-mingle",
