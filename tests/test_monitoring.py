@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from adaptive.models import Deployment, DriftMetric, ErrorSample, Event, MonitorState, Window
+from adaptive.models import Deployment, DriftMetric, ErrorSample, Event, Job, MonitorState, Window
 from adaptive.services import monitoring
 from adaptive.services.monitoring import ErrorStreamDetectors, training_profile
 from adaptive.services.registry import upload_version
+from tasks import monitoring as monitoring_tasks
 from tasks.celery import app
 from tasks.monitoring import request_window_close
 from tests.factories import DeploymentFactory, deployment_with_live_version, make_rows, model_artifacts
@@ -167,6 +168,39 @@ def test_window_close_requests_coalesce_into_one_queued_job_sent_on_commit(
     assert second is None
     assert len(callbacks) == 1
     assert request_window_close(dep.pk + 1000) is None  # a deleted deployment
+
+
+def test_a_backlog_is_closed_in_jobs_of_at_most_job_seconds(
+    dep: Deployment, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    # Five windows wait. The job's clock moves 3 s per reading: the 8 s budget runs out after the
+    # third window, and the job hands the other two to a fresh one.
+    for i in range(5):
+        add_events(dep, [ago(30 - i) + timedelta(milliseconds=k) for k in range(100)], seed=i)
+    clock = itertools.count(0.0, 3.0)
+    monkeypatch.setattr(monitoring_tasks, "monotonic", lambda: next(clock))
+    assert monitoring_tasks.JOB_SECONDS == 8.0
+    with django_capture_on_commit_callbacks():
+        job = request_window_close(dep.pk)
+    assert job is not None
+
+    with django_capture_on_commit_callbacks() as sent:
+        first = monitoring_tasks.close_window(job.pk)
+
+    assert first is not None and len(first["windows"]) == 3
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED and "the rest goes to the next job" in job.message
+    follow_up = Job.objects.get(kind=Job.Kind.DRIFT_SCAN, status=Job.Status.QUEUED)
+    assert len(sent) == 1  # its message leaves on commit
+
+    with django_capture_on_commit_callbacks() as sent:
+        rest = monitoring_tasks.close_window(follow_up.pk)
+
+    assert rest is not None and len(rest["windows"]) == 2
+    follow_up.refresh_from_db()
+    assert follow_up.status == Job.Status.SUCCEEDED and follow_up.message == "2 window(s) closed"
+    assert not sent and not Job.objects.filter(status=Job.Status.QUEUED).exists()
+    assert [w.n_labeled for w in Window.objects.filter(deployment=dep)] == [100] * 5
 
 
 def test_beat_scans_for_due_windows_every_window_scan_seconds(settings: Any) -> None:
@@ -416,7 +450,7 @@ def test_detector_state_is_saved_per_version_and_continues_exactly(dep: Deployme
     errors = np.round(np.abs(labels - p), 6).tolist()
     misses = ((p >= 0.5) != labels).astype(float).tolist()
     uninterrupted = ErrorStreamDetectors().update(errors, misses)
-    for kind in ("adwin", "page_hinkley", "ddm"):
+    for kind in ("adwin", "page_hinkley", "kswin", "ddm"):
         positions = [100 * i + d for i, w in enumerate(windows) for d in w.detector_signals["raw"][kind]["detections"]]
         assert positions == uninterrupted[kind]["detections"], kind
         assert windows[-1].detector_signals["raw"][kind]["n_seen"] == 500
@@ -429,3 +463,67 @@ def test_detector_state_is_saved_per_version_and_continues_exactly(dep: Deployme
     assert (
         ErrorStreamDetectors.from_state(state.detectors["compensated"]).state_dict() == state.detectors["compensated"]
     )
+
+
+def _close_all(dep: Deployment, *, cold: bool) -> list[Window]:
+    windows = []
+    while True:
+        if cold:
+            monitoring.forget_cached_detectors()
+        window = monitoring.close_window(dep)
+        if window is None:
+            return windows
+        windows.append(window)
+
+
+def test_a_worker_that_keeps_its_detectors_says_what_one_restoring_them_every_window_says(dep: Deployment) -> None:
+    # A rising error, so that the detectors fire: what the process keeps between windows must be
+    # exactly what the saved state gives back.
+    for i in range(6):
+        add_events(dep, ago(30 - i), n=100, seed=i, error=0.1 + 0.1 * (i >= 3))
+    warm = _close_all(dep, cold=False)
+    warm_state = MonitorState.objects.get(deployment=dep).detectors
+    Window.objects.filter(deployment=dep).delete()
+    MonitorState.objects.filter(deployment=dep).delete()
+
+    cold = _close_all(dep, cold=True)
+
+    assert len(warm) == len(cold) == 6
+    assert [w.detector_signals for w in warm] == [w.detector_signals for w in cold]
+    assert any(w.detector_signals["raw"]["adwin"]["drift"] for w in warm)
+    assert MonitorState.objects.get(deployment=dep).detectors == warm_state
+
+
+def test_a_plan_that_is_not_committed_leaves_the_detectors_as_saved(dep: Deployment) -> None:
+    add_events(dep, ago(30), n=100)
+    add_events(dep, ago(20), n=100, seed=1, error=0.5)
+    assert monitoring.close_window(dep) is not None  # the process now holds the detectors it saved
+
+    abandoned = monitoring.plan_window(dep)  # steps them through the next window, then is dropped
+    assert abandoned is not None
+    window = monitoring.close_window(dep)
+
+    assert window is not None
+    assert window.detector_signals == abandoned.window["detector_signals"]
+    assert window.detector_signals["raw"]["adwin"]["n_seen"] == 200
+
+
+def test_the_drift_reference_is_read_again_for_another_version(dep: Deployment) -> None:
+    # Two versions without a profile: each one's first window is its own reference.
+    add_events(dep, ago(30), n=100)
+    monitoring.close_window(dep)
+    add_events(dep, ago(25), n=100, seed=1, shift=3)
+    shifted = monitoring.close_window(dep)
+    weights, spec = model_artifacts(seed=1)
+    version, created = upload_version(deployment=dep, spec=spec, weights=weights, actor=None)
+    assert created
+    Deployment.objects.filter(pk=dep.pk).update(live_version=version)
+    add_events(dep, ago(20), n=100, seed=2, shift=3)
+    first_of_v2 = monitoring.close_window(dep)
+    add_events(dep, ago(15), n=100, seed=3, shift=3)
+    second_of_v2 = monitoring.close_window(dep)
+
+    assert shifted is not None and first_of_v2 is not None and second_of_v2 is not None
+    assert shifted.drift_metrics.get(column="dep_delay").level == "drift"
+    assert first_of_v2.version == version and not first_of_v2.drift_metrics.exists()
+    assert second_of_v2.drift_metrics.get(column="dep_delay").level == "ok"

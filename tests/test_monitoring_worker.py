@@ -37,10 +37,17 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 # argv: role (worker | beat), queue, beat schedule file. Routes the monitoring tasks to the queue
 # in this process too: the worker sends close_window from close_due_windows and from job chains.
+# TEST_JOB_SECONDS, when set, replaces the monitoring job's time budget.
 _PROCESS = """
+import os
 import sys
 from tasks.celery import app
 role, queue, schedule = sys.argv[1:4]
+if "TEST_JOB_SECONDS" in os.environ:
+    import django
+    django.setup()
+    import tasks.monitoring
+    tasks.monitoring.JOB_SECONDS = float(os.environ["TEST_JOB_SECONDS"])
 app.conf.task_routes = {"tasks.monitoring.*": {"queue": queue}, "tasks.system.*": {"queue": queue}}
 app.amqp.flush_routes()
 app.amqp.router = app.amqp.Router()
@@ -196,6 +203,28 @@ def test_detector_state_survives_a_killed_worker_and_a_duplicate_message_closes_
     misses = ((p >= 0.5) != labels).astype(float).tolist()
     assert not ErrorStreamDetectors().update(errors[400:], misses[400:])["adwin"]["drift"]
     uninterrupted = ErrorStreamDetectors().update(errors, misses)
-    for kind in ("adwin", "page_hinkley", "ddm"):
+    for kind in ("adwin", "page_hinkley", "kswin", "ddm"):
         positions = [100 * i + d for i, w in enumerate(windows) for d in w.detector_signals["raw"][kind]["detections"]]
         assert positions == uninterrupted[kind]["detections"], kind
+
+
+def test_a_backlog_drains_through_a_chain_of_jobs_each_within_its_time_budget(queue: str, tmp_path: Path) -> None:
+    # With no time at all, every job closes one window and queues the next for the rest.
+    dep = deployment(window_events=100, window_minutes=60)
+    for i in range(4):
+        add_events(dep, [ago(30 - i) + timedelta(milliseconds=k) for k in range(100)], seed=i)
+
+    with process("worker", queue, tmp_path, TEST_JOB_SECONDS="0"):
+        first = request_window_close(dep.pk)
+        assert first is not None
+        wait_for(lambda: len(windows_of(dep)) == 4, timeout=90)
+        wait_for(lambda: not Job.objects.filter(status__in=Job.ACTIVE_STATUSES).exists(), timeout=60)
+
+    scans = list(Job.objects.filter(deployment=dep, kind=Job.Kind.DRIFT_SCAN).order_by("pk"))
+    assert [job.status for job in scans] == [Job.Status.SUCCEEDED] * 4
+    assert [len(job.metrics["windows"]) for job in scans] == [1, 1, 1, 1]
+    assert all("the rest goes to the next job" in job.message for job in scans[:3])
+    assert scans[3].message == "1 window(s) closed"
+    assert [w.n_labeled for w in windows_of(dep)] == [100] * 4
+    # Every job's detectors continued from the previous job's: one stream, no window lost or twice.
+    assert windows_of(dep)[-1].detector_signals["raw"]["kswin"]["n_seen"] == 400

@@ -23,29 +23,41 @@ label not yet in a window is ``window_minutes`` old (see :func:`window_due`). Fo
   comes back with a rolled-back version; each window stores what they said in ``detector_signals``.
 
 Closing is two steps. :func:`plan_window` reads the events and computes everything without holding
-a lock: the detectors' replay and KSWIN's per-event KS tests take up to a second per window, and a
-lock held that long would stall the fast loop (the compensation update locks the same deployment
-row, and on SQLite any write transaction locks the whole database). :func:`commit_window` then locks
-the deployment row, checks that nothing it planned from has moved (the window cursor, the live
-version, the monitor state) and writes the window, its drift rows, the detector state and the
-reference in one transaction. A crash leaves no half window, and a second close of the same labels
-(a duplicate message, two workers) finds the cursor moved and writes nothing.
+a lock: tens of milliseconds that would otherwise stall the fast loop (the compensation update locks
+the same deployment row, and on SQLite any write transaction locks the whole database).
+:func:`commit_window` then locks the deployment row, checks that nothing it planned from has moved
+(the window cursor, the live version, the monitor state) and writes the window, its drift rows, the
+detector state and the reference in one transaction. A crash leaves no half window, and a second
+close of the same labels (a duplicate message, two workers) finds the cursor moved and writes nothing.
+
+**Cost.** A 1,000-label window costs a few tens of milliseconds of worker CPU (bench/window_close.py;
+River's KSWIN made it 1-3 s). Two caches in the worker process keep it there when one worker closes
+window after window (a catch-up): the detectors it committed last, used again while the saved state's
+``updated_at`` is still the one it wrote (so the state is not parsed and replayed every window), and
+the drift reference of each version, cleaned once (a version's profile and its first window never
+change). Both only skip work: the saved state stays what a restore reads, and a worker without them
+(a restart, another worker) computes the same windows.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import numbers
+import operator
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import JSONField, Max, Min, QuerySet, TextField, Value
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from adaptive.ml import drift
@@ -66,6 +78,13 @@ DEFAULT_THRESHOLD: Final = 0.5
 ERROR_DECIMALS: Final = 6
 
 STREAMS: Final = ("raw", "compensated")
+# A version's JSON columns, which a window does not need (preprocessing holds the vocabularies; the
+# profile, up to 2,000 rows a column, is read only when the drift reference is not cached).
+_VERSION_JSON_FIELDS: Final = tuple(
+    f"live_version__{name}" for name in ("config", "preprocessing", "key_mean", "profile", "metrics")
+)
+# (deployment, version) entries the worker keeps of each cache: a worker monitors a few deployments.
+CACHED_VERSIONS: Final = 64
 # DriftMetric columns besides the features; a feature of the same name keeps its name and the
 # special column is renamed (see _special_column_names).
 PREDICTION_COLUMN: Final = "prediction"
@@ -88,10 +107,8 @@ class _BankSpec:
 # * ADWIN and Page-Hinkley take the real-valued error |y - p| and keep drift.py's 5,000-input
 #   history, within which their restore is exact;
 # * DDM models a Bernoulli error rate and takes 0/1 misclassifications;
-# * KSWIN runs a KS test at every input (about 0.3 ms each), so replaying 5,000 inputs on every
-#   restore would cost 1.7 s per stream per window. Its state is its 100-input sliding window
-#   (window_size), which a history of 100 hands back exactly; past that only its random
-#   subsampling restarts from the seed (drift.StreamDetector explains the approximate restore).
+# * KSWIN's state is its 100-input sliding window (window_size) and its random generator, which a
+#   history of 100 and the saved sampler hand back exactly, without a replay.
 _BANKS: Final[Mapping[str, _BankSpec]] = {
     "error": _BankSpec(("adwin", "page_hinkley"), drift.DEFAULT_HISTORY, misclassification=False),
     "kswin": _BankSpec(("kswin",), 100, misclassification=False),
@@ -184,6 +201,9 @@ class WindowPlan:
     drift_rows: list[dict[str, Any]]  # DriftMetric fields, less the window
     detectors: dict[str, Any]  # the new MonitorState.detectors
     new_reference: dict[str, Any] | None  # set when this window becomes the version's reference
+    # The detectors themselves, kept by the process once the window is committed.
+    stepped: dict[str, ErrorStreamDetectors] = field(default_factory=dict, repr=False, compare=False)
+    state_key: StateKey | None = field(default=None, repr=False, compare=False)
 
 
 def close_window(deployment: Deployment, now: datetime | None = None) -> Window | None:
@@ -205,7 +225,7 @@ def close_window(deployment: Deployment, now: datetime | None = None) -> Window 
 def plan_window(deployment: Deployment, now: datetime | None = None) -> WindowPlan | None:
     """Read the next window's events and compute its metrics, drift and detector steps (no writes)."""
     now = now or timezone.now()
-    deployment = Deployment.objects.select_related("live_version").get(pk=deployment.pk)
+    deployment = Deployment.objects.select_related("live_version").defer(*_VERSION_JSON_FIELDS).get(pk=deployment.pk)
     cursor = _cursor(deployment.pk)
     waiting = _labeled_after(deployment.pk, cursor, now - LABEL_GRACE)
     size = _window_size(deployment)
@@ -214,19 +234,34 @@ def plan_window(deployment: Deployment, now: datetime | None = None) -> WindowPl
     nth = list(waiting.values_list("labeled_at", flat=True)[size - 1 : size])
     if nth:
         waiting = waiting.filter(labeled_at__lte=nth[0])
+    # The window's time range in SQL rather than from 2,000 datetimes converted row by row. First,
+    # and the rows below up to its last label: a label that commits in between (with an older
+    # timestamp) then joins this window rather than falling behind the cursor.
+    times = waiting.aggregate(start=Min("event_time"), end=Max("event_time"), labeled_to=Max("labeled_at"))
+    if times["labeled_to"] is None:
+        return None
     multiclass = deployment.task == Task.MULTICLASS
-    fields = ["event_time", "labeled_at", "features", "base_score", "score", "label"]
+    fields = ["features_json", "label", "base_score", "score"]
     if multiclass:
         fields += ["base_proba", "proba"]
-    rows = list(waiting.values(*fields))
-    if not rows:
-        return None
+    # Features as their JSON text, parsed below in one go (Django's JSONField parses row by row);
+    # tuples rather than dicts, turned into columns.
+    found = list(
+        waiting.filter(labeled_at__lte=times["labeled_to"])
+        .annotate(features_json=Cast("features", output_field=TextField()))
+        .values_list(*fields)
+    )
+    if not found:
+        return None  # its events were deleted meanwhile
+    rows = dict(zip(fields, zip(*found, strict=True), strict=True))
 
     version = _monitored_version(deployment)
-    state = MonitorState.objects.filter(deployment=deployment, version=version).first()
-    labels = np.array([row["label"] for row in rows], dtype=np.int64)
-    base = _probabilities(rows, "base_proba" if multiclass else "base_score")
-    served = _probabilities(rows, "proba" if multiclass else "score")
+    key = _state_key(deployment, version)
+    state = MonitorState.objects.filter(deployment=deployment, version=version).only("pk", "updated_at").first()
+    labels = np.array(rows["label"], dtype=np.int64)
+    base_field, served_field = ("base_proba", "proba") if multiclass else ("base_score", "score")
+    base = _probabilities(rows[base_field], base_field)
+    served = _probabilities(rows[served_field], served_field)
     threshold = version.threshold if version is not None else DEFAULT_THRESHOLD
 
     base_metrics = _metrics(base, labels, threshold)
@@ -234,36 +269,32 @@ def plan_window(deployment: Deployment, now: datetime | None = None) -> WindowPl
     raw_errors, raw_misses = _errors(base, labels, threshold)
     served_errors, served_misses = _errors(served, labels, threshold)
 
-    saved = (state.detectors if state is not None else None) or {}
-    detectors = {stream: ErrorStreamDetectors.from_state(saved.get(stream) or {}) for stream in STREAMS}
+    detectors = _saved_detectors(key, state)
     signals = {
         "raw": detectors["raw"].update(raw_errors, raw_misses),
         "compensated": detectors["compensated"].update(served_errors, served_misses),
     }
 
-    # The window's columns in the reference's shape, every row kept.
-    current = training_profile([row["features"] for row in rows], base, labels, max_rows=len(rows))
+    feature_rows = _parse_json(list(rows["features_json"]))
+    reference = _reference(key, version, state)
     new_reference = None
-    if version is not None and version.profile:
-        reference: Mapping[str, Any] | None = version.profile
-    elif state is not None and state.reference:
-        reference = state.reference
+    if reference is None:
+        new_reference = training_profile(feature_rows, base, labels)
+        drift_rows = []
     else:
-        reference = None
-        new_reference = training_profile([row["features"] for row in rows], base, labels)
-    drift_rows = _drift_rows(deployment, reference, current) if reference is not None else []
+        current = _window_columns(feature_rows, base, labels, raw_errors)
+        drift_rows = _drift_rows(deployment, reference, current)
 
-    start = min(row["event_time"] for row in rows)
-    end = max(row["event_time"] for row in rows)
+    start, end = times["start"], times["end"]
     window = {
         "version": version,
         "start": start,
         "end": end,
         # Traffic in the window's event-time range, counted on the (deployment, event_time) index.
         "n_events": Event.objects.filter(deployment=deployment, event_time__range=(start, end)).count(),
-        "n_labeled": len(rows),
+        "n_labeled": len(labels),
         "labeled_from": cursor,
-        "labeled_to": rows[-1]["labeled_at"],
+        "labeled_to": times["labeled_to"],
         "detector_signals": signals,
         **{f"base_{name}": value for name, value in base_metrics.items()},
         **{f"compensated_{name}": value for name, value in served_metrics.items()},
@@ -277,37 +308,222 @@ def plan_window(deployment: Deployment, now: datetime | None = None) -> WindowPl
         drift_rows=drift_rows,
         detectors={stream: bank.state_dict() for stream, bank in detectors.items()},
         new_reference=new_reference,
+        stepped=detectors,
+        state_key=key,
     )
+
+
+def _columns(rows: Sequence[Mapping[str, Any]], names: list[str]) -> dict[str, list[Any]]:
+    """Each name's values over the rows, None where a row lacks it."""
+    if len(names) > 1:  # itemgetter of one name returns a value, not a 1-tuple
+        try:
+            # Rows that have every name (the usual case) transpose in C.
+            columns = zip(*map(operator.itemgetter(*names), rows), strict=True)
+            return {name: list(values) for name, values in zip(names, columns, strict=True)}
+        except KeyError:
+            pass  # a row without some feature: the general way below
+    return {name: [row.get(name) for row in rows] for name in names}
+
+
+def _parse_json(texts: list[str]) -> list[Any]:
+    """JSON texts parsed in one orjson call (ingest writes them with orjson); json's parser for
+    anything orjson refuses (a NaN written by another client of the table)."""
+    try:
+        parsed: list[Any] = orjson.loads("[" + ",".join(texts) + "]")
+    except orjson.JSONDecodeError:
+        parsed = [json.loads(text) for text in texts]
+    return parsed
+
+
+def _window_columns(
+    feature_rows: Sequence[Mapping[str, Any]],
+    p: npt.NDArray[np.float64],
+    labels: npt.NDArray[np.int64],
+    errors: list[float],
+) -> dict[str, Any]:
+    """The window's columns in a drift reference's shape (:func:`training_profile` on every row),
+    without converting each value to JSON: they are tested, not stored. A feature no row has is
+    left out, as the profile leaves it out."""
+    names: dict[str, None] = {}
+    for row in feature_rows:
+        names.update(dict.fromkeys(row))
+    prediction = p if p.ndim == 1 else p.max(axis=1)
+    return {
+        "features": _columns(feature_rows, list(names)),
+        "prediction": [round(v, ERROR_DECIMALS) for v in prediction.tolist()],
+        "label": labels.tolist(),
+        "error": errors,
+    }
 
 
 def commit_window(plan: WindowPlan) -> Window | None:
     """Write a planned window in one transaction; None (nothing written) when the plan is stale."""
     with transaction.atomic():
-        # No select_related: after a lock wait PostgreSQL re-reads this row but not a joined one.
-        deployment = Deployment.objects.select_for_update().get(pk=plan.deployment_id)
-        version = _monitored_version(deployment)
-        if _cursor(deployment.pk) != plan.cursor or (version.pk if version else None) != plan.version_id:
+        # No select_related: after a lock wait PostgreSQL re-reads this row but not a joined one. FOR NO
+        # KEY UPDATE: the foreign-key checks of event and job inserts do not wait for it.
+        deployment = Deployment.objects.select_for_update(no_key=True).get(pk=plan.deployment_id)
+        # The live version's id only: its row (profile, vocabularies) is not needed to write.
+        version = None if deployment.serving == Deployment.Serving.EXTERNAL else deployment.live_version_id
+        if _cursor(deployment.pk) != plan.cursor or version != plan.version_id:
             return None  # another close took these labels, or the live version changed meanwhile
-        state = MonitorState.objects.select_for_update().filter(deployment=deployment, version=version).first()
+        # Only the stamp: the saved detectors (about 150 kB of JSON) are overwritten, not read.
+        state = (
+            MonitorState.objects.select_for_update()
+            .filter(deployment=deployment, version_id=version)
+            .only("pk", "updated_at")
+            .first()
+        )
         if (state.updated_at if state is not None else None) != plan.state_stamp:
             return None
         window = Window.objects.create(
             deployment=deployment,
             memory_revision=deployment.memory_revision,
-            memory_size=ErrorSample.objects.filter(deployment=deployment, version=version, active=True).count(),
+            memory_size=_memory_size(deployment, version),
             **plan.window,
         )
         DriftMetric.objects.bulk_create([DriftMetric(window=window, **row) for row in plan.drift_rows])
         if state is None:
-            MonitorState.objects.create(
-                deployment=deployment, version=version, detectors=plan.detectors, reference=plan.new_reference or {}
+            state = MonitorState.objects.create(
+                deployment=deployment,
+                version_id=version,
+                detectors=plan.detectors,
+                reference=plan.new_reference or {},
             )
         else:
-            state.detectors = plan.detectors
+            # The state as JSON text from orjson (100-200 kB: Django's json.dumps took 3-6 ms of
+            # the lock's time); updated_at by hand, as save() would stamp it.
+            changes: dict[str, Any] = {"detectors": _json_text(plan.detectors), "updated_at": timezone.now()}
             if plan.new_reference is not None:
-                state.reference = plan.new_reference
-            state.save(update_fields=["detectors", "reference", "updated_at"])
+                changes["reference"] = _json_text(plan.new_reference)
+            MonitorState.objects.filter(pk=state.pk).update(**changes)
+            state.updated_at = changes["updated_at"]
+    if plan.stepped and plan.state_key is not None:
+        # What the row now holds, in memory: this process's next window starts from here.
+        _remember(_committed_detectors, plan.state_key, ((state.pk, state.updated_at), plan.stepped))
     return window
+
+
+def _json_text(value: Any) -> Cast:
+    """``value`` for a JSONField update, serialised by orjson (JSON's own text on SQLite, jsonb on
+    PostgreSQL: the cast is what Django's JSONField would write)."""
+    return Cast(Value(orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()), output_field=JSONField())
+
+
+def _memory_size(deployment: Deployment, version_id: int | None) -> int:
+    """Active error samples of the monitored memory. A version's samples are all its deployment's:
+    filtering on the deployment too would make the count read every row instead of the index alone
+    (version, active, revision), and the count runs under the deployment's lock."""
+    if version_id is None:
+        return ErrorSample.objects.filter(deployment=deployment, version__isnull=True, active=True).count()
+    return ErrorSample.objects.filter(version_id=version_id, active=True).count()
+
+
+# --- what a worker keeps between windows -----------------------------------------------------------
+
+
+# Whose monitor state: deployment and version (None for an external deployment), each with its
+# creation time, so that a primary key used again (SQLite after a rolled-back insert, a restored
+# database) cannot pick up another row's cache entry.
+StateKey = tuple[int, datetime, int | None, datetime | None]
+
+# The detectors this process committed last per key, with the MonitorState (pk, updated_at) it wrote.
+_committed_detectors: OrderedDict[StateKey, tuple[tuple[int, datetime], dict[str, ErrorStreamDetectors]]] = (
+    OrderedDict()
+)
+# Each key's drift reference (see _reference), with the MonitorState pk it was read with.
+_references: OrderedDict[tuple[StateKey, int | None], _Reference] = OrderedDict()
+
+
+def forget_cached_detectors() -> None:
+    """Drop this process's cached detectors and references: the next window reads and rebuilds them
+    from the database, as a fresh worker does."""
+    _committed_detectors.clear()
+    _references.clear()
+
+
+def _state_key(deployment: Deployment, version: ModelVersion | None) -> StateKey:
+    if version is None:
+        return (deployment.pk, deployment.created_at, None, None)
+    return (deployment.pk, deployment.created_at, version.pk, version.created_at)
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > CACHED_VERSIONS:
+        cache.popitem(last=False)
+
+
+def _saved_detectors(key: StateKey, state: MonitorState | None) -> dict[str, ErrorStreamDetectors]:
+    """The detectors as ``state`` saved them: this process's own when it wrote that state last
+    (taken out of the cache: a plan that is not committed must not leave its steps behind), else
+    rebuilt from the row."""
+    cached = _committed_detectors.pop(key, None)
+    if state is None:
+        saved: Mapping[str, Any] = {}
+    elif cached is not None and cached[0] == (state.pk, state.updated_at):
+        return cached[1]
+    else:
+        saved = _json_field(MonitorState.objects.filter(pk=state.pk), "detectors") or {}
+    return {stream: ErrorStreamDetectors.from_state(saved.get(stream) or {}) for stream in STREAMS}
+
+
+def _json_field(rows: QuerySet[Any], name: str) -> Any:
+    """The first row's JSON column ``name``, parsed by :func:`_parse_json` (a few times faster than
+    Django's own parse of these 100-300 kB documents); None without a row."""
+    text = rows.annotate(json_text=Cast(name, output_field=TextField())).values_list("json_text", flat=True).first()
+    return None if text is None else _parse_json([text])[0]
+
+
+class _Reference:
+    """A drift reference (a training profile's layout), each column cleaned for testing once."""
+
+    def __init__(self, source: Mapping[str, Any]) -> None:
+        self._source = source
+        self._samples: dict[tuple[str, str, str], drift.ColumnSample | ValueError] = {}
+
+    def values(self, path: tuple[str, str]) -> Any:
+        """The raw values at ``("features", name)`` or ``(special column, "")``; None if absent."""
+        group, name = path
+        if group == "features":
+            return (self._source.get("features") or {}).get(name)
+        return self._source.get(group)
+
+    def sample(self, path: tuple[str, str], *, kind: str, column: str) -> drift.ColumnSample:
+        """The column cleaned as ``kind``; raises the ``ValueError`` of a column that cannot be."""
+        key = (*path, kind)
+        if key not in self._samples:
+            try:
+                self._samples[key] = drift.column_sample(self.values(path), kind=kind, column=column)
+            except ValueError as exc:
+                self._samples[key] = exc
+        sample = self._samples[key]
+        if isinstance(sample, ValueError):
+            raise sample
+        return sample
+
+
+def _reference(key: StateKey, version: ModelVersion | None, state: MonitorState | None) -> _Reference | None:
+    """The drift reference: the version's training profile, else the version's first window
+    (``MonitorState.reference``); None while there is neither.
+
+    Cached per (deployment, version): neither source changes once it exists.
+    """
+    cache_key = (key, state.pk if state is not None else None)
+    cached = _references.get(cache_key)
+    if cached is not None:
+        _references.move_to_end(cache_key)
+        return cached
+    source: Mapping[str, Any] | None = None
+    if version is not None:
+        source = _json_field(ModelVersion.objects.filter(pk=version.pk), "profile")
+    if not source and state is not None:
+        source = _json_field(MonitorState.objects.filter(pk=state.pk), "reference")
+    if not source:
+        return None
+    reference = _Reference(source)
+    _remember(_references, cache_key, reference)
+    return reference
 
 
 # --- drift references -----------------------------------------------------------------------------
@@ -358,14 +574,11 @@ def training_profile(
     }
 
 
-def _drift_rows(
-    deployment: Deployment, reference: Mapping[str, Any], current: Mapping[str, Any]
-) -> list[dict[str, Any]]:
+def _drift_rows(deployment: Deployment, reference: _Reference, current: Mapping[str, Any]) -> list[dict[str, Any]]:
     """DriftMetric fields for every column that has values in both the reference and the window."""
     kinds = {entry["name"]: entry["type"] for entry in deployment.feature_schema}
-    ref_features: Mapping[str, Any] = reference.get("features") or {}
-    columns: list[tuple[str, str, str, Any, Any]] = [
-        (name, DriftMetric.ColumnKind.FEATURE, kind, ref_features.get(name), current["features"].get(name))
+    columns: list[tuple[str, str, str, tuple[str, str], Any]] = [
+        (name, DriftMetric.ColumnKind.FEATURE, kind, ("features", name), current["features"].get(name))
         for name, kind in kinds.items()
     ]
     names = _special_column_names(set(kinds))
@@ -374,15 +587,15 @@ def _drift_rows(
         (LABEL_COLUMN, DriftMetric.ColumnKind.LABEL, "categorical"),
         (ERROR_COLUMN, DriftMetric.ColumnKind.ERROR, "numeric"),
     ):
-        columns.append((names[key], special_kind, value_kind, reference.get(key), current.get(key)))
+        columns.append((names[key], special_kind, value_kind, (key, ""), current.get(key)))
 
     rows = []
-    for column, column_kind, kind, ref_values, cur_values in columns:
-        if not ref_values or not cur_values:
+    for column, column_kind, kind, path, cur_values in columns:
+        if not reference.values(path) or not cur_values:
             continue  # a feature the profile lacks, or a profile written without an error column
         try:
             result = drift.column_drift(
-                ref_values,
+                reference.sample(path, kind=kind, column=column),
                 cur_values,
                 kind=kind,
                 column=column,
@@ -423,9 +636,8 @@ def _special_column_names(feature_names: set[str]) -> dict[str, str]:
 # --- metrics --------------------------------------------------------------------------------------
 
 
-def _probabilities(rows: Sequence[Mapping[str, Any]], field: str) -> npt.NDArray[np.float64]:
-    """[N] scores (binary) or [N, C] probability vectors (multiclass) of one score field."""
-    values = [row[field] for row in rows]
+def _probabilities(values: Sequence[Any], field: str) -> npt.NDArray[np.float64]:
+    """[N] scores (binary) or [N, C] probability vectors (multiclass, from the ``field`` column)."""
     if any(value is None for value in values):
         raise ValueError(f"events without {field}: multiclass windows need probability vectors")
     return np.asarray(values, dtype=np.float64)
