@@ -44,17 +44,6 @@ def _each(
             model_admin.message_user(request, f"{obj}: {message}", level=messages.SUCCESS)
 
 
-def _queue_warm_up(deployment_id: int, version_id: int) -> None:
-    """Queue the memory warm-up of a newly promoted version, like the promote endpoint does.
-
-    Admin actions are entry points (DESIGN.md section 2): they call a service, then enqueue. The
-    import is local so that importing the domain package never imports ``tasks``.
-    """
-    from tasks.training import after_promotion
-
-    after_promotion(deployment_id, version_id)
-
-
 @admin.register(m.Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
     list_display = [
@@ -135,7 +124,9 @@ class DeploymentAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retrain the live version of the selected deployments now", permissions=["change"])
     def retrain(self, request: HttpRequest, queryset: QuerySet[m.Deployment]) -> None:
-        from tasks.training import request_retrain_job  # entry point -> tasks, as _queue_warm_up
+        # Admin actions are entry points (DESIGN.md section 2): they call a service, then enqueue. The
+        # import is local so that importing the domain package never imports ``tasks``.
+        from tasks.training import request_retrain_job
 
         def act(deployment: m.Deployment) -> str:
             job = request_retrain_job(deployment, request.user, ADMIN_REASON, None)
@@ -163,13 +154,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return
 
         def act(version: m.ModelVersion) -> str:
+            # The promotion warms the version's memory before the switch: nothing to queue after it.
             requested_at = timezone.now()
             release = releases.promote(
                 deployment=version.deployment, number=version.number, actor=request.user, reason=ADMIN_REASON
             )
             if release.started_at < requested_at:
                 return "already live"
-            _queue_warm_up(version.deployment_id, version.pk)
             return "promoted, now live"
 
         _each(self, request, selected, act)

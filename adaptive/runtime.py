@@ -17,11 +17,11 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import numpy as np
 import torch
-from django.db.models import Q
 
 from adaptive import artifacts
 from adaptive.ml.architectures import TabularModel, build_model
@@ -33,7 +33,7 @@ from adaptive.models import Deployment, ErrorSample, ModelVersion
 
 _MAX_CACHED = 16
 _MAX_MEMORIES = 16
-# Samples read per query while rebuilding or applying a delta.
+# Samples added to a memory at a time while rebuilding or applying a delta.
 _READ_CHUNK = 20_000
 
 
@@ -179,7 +179,14 @@ def live_memory(deployment: Deployment, version_id: int | None, dim: int) -> Liv
 
 
 def _load_samples(live: LiveMemory, deployment: Deployment, version_id: int | None, dim: int, target: int) -> None:
-    """Add the samples with revision in (live.revision, target] in write order; a rebuild reads active ones."""
+    """Add the samples with revision in (live.revision, target] in write order; a rebuild reads active ones.
+
+    One streamed query (a server-side cursor on PostgreSQL), added to the memory in chunks. This is
+    the first request after a promotion in every serving process (a rebuild of the new version's
+    memory), so it is kept lean: keyset pages re-sorted a whole revision per page (a warm-up writes
+    tens of thousands of samples per revision), and reading ``base_proba`` for binary deployments
+    ran a JSON converter per row. 46k samples of 41-dim keys: 0.5 s before, 0.2 s now (idle box).
+    """
     rows = ErrorSample.objects.filter(deployment_id=deployment.pk, version_id=version_id, revision__lte=target)
     # A rebuild reads the active samples; a delta reads evicted ones too, because the ring buffer
     # drops the oldest rows itself, in the same order.
@@ -191,32 +198,16 @@ def _load_samples(live: LiveMemory, deployment: Deployment, version_id: int | No
         floor = next(iter(newest), None)
         if floor is not None:
             rows = rows.filter(revision__gte=floor[0]).exclude(revision=floor[0], id__lt=floor[1])
-    last_id = 0
-    last_revision = -1
     multiclass = deployment.n_outputs > 1
-    while True:
-        chunk = list(
-            rows.filter(_after(last_revision, last_id))
-            .order_by("revision", "id")
-            .values_list("revision", "id", "key", "label", "base_score", "base_proba")[:_READ_CHUNK]
+    score_field = "base_proba" if multiclass else "base_score"
+    stream = rows.order_by("revision", "id").values_list("key", "label", score_field).iterator(chunk_size=_READ_CHUNK)
+    while chunk := list(islice(stream, _READ_CHUNK)):
+        live.memory.add(
+            decode_keys([r[0] for r in chunk], dim),
+            torch.tensor([r[1] for r in chunk], dtype=torch.long if multiclass else torch.float32),
+            torch.tensor([r[2] for r in chunk], dtype=torch.float32),
         )
-        if not chunk:
-            break
-        keys = decode_keys([r[2] for r in chunk], dim)
-        labels = torch.tensor([r[3] for r in chunk], dtype=torch.long if multiclass else torch.float32)
-        if multiclass:
-            scores = torch.tensor([r[5] for r in chunk], dtype=torch.float32)
-        else:
-            scores = torch.tensor([r[4] for r in chunk], dtype=torch.float32)
-        live.memory.add(keys, labels, scores)
-        last_revision, last_id = chunk[-1][0], chunk[-1][1]
-        if len(chunk) < _READ_CHUNK:
-            break
     live.revision = target
-
-
-def _after(revision: int, pk: int) -> Q:
-    return Q(revision__gt=revision) | Q(revision=revision, id__gt=pk)
 
 
 def clear_cache() -> None:

@@ -69,8 +69,8 @@ from bench.ingest import (  # noqa: E402
     synthetic_flight,
 )
 
-# The environment of the bench's processes: a file-system broker in the temporary folder, so a
-# promotion's warm-up message never reaches a worker serving another database.
+# The environment of the bench's processes: a file-system broker in the temporary folder, so no
+# message the bench's actions send reaches a worker serving another database.
 from bench.predict import (  # noqa: E402
     bench_env,
     close_django_connections,

@@ -1,4 +1,4 @@
-"""The slow loop's background work on the ``gpu`` queue: retrain, evaluate, warm the memory, sweep.
+"""The slow loop's background work on the ``gpu`` queue: retrain, evaluate, sweep.
 
 Every task here is routed to the ``gpu`` queue (``tasks.training.*`` in tasks/celery.py), the
 evaluation included: it loads two versions' models and scores up to a holdout's worth of events,
@@ -7,9 +7,10 @@ work that belongs with the models and must not delay the fast loop's compensatio
 schedule), because a sweep queued behind a dead gpu worker would never run.
 
 Flow (DESIGN.md 5.4): ``request_retrain_job`` -> ``retrain`` -> candidate version ->
-``evaluate`` (queued by ``retrain``) -> FlipReport -> gate -> reject, or promote under the auto
-policy -> the new live version's memory is warmed. Entry points call the ``request_*`` helpers,
-which call a service and send the task once the transaction commits.
+``evaluate`` (queued by ``retrain``) -> FlipReport -> gate -> reject, or pre-warm the candidate's
+memory and, under the auto policy, promote it. Entry points call the ``request_*`` helpers, which
+call a service and send the task once the transaction commits. No task follows a promotion: the
+promotion itself warms the new version's memory before the switch (adaptive.services.releases).
 """
 
 from __future__ import annotations
@@ -57,11 +58,6 @@ def request_evaluation_job(deployment: Deployment, old_number: Any, new_number: 
     )
     _send_on_commit(job, evaluate)
     return job
-
-
-def after_promotion(deployment_id: int, version_id: int) -> None:
-    """Warm the memory of a version just put live; call inside the promoting transaction."""
-    send_on_commit(warm, (deployment_id, version_id))
 
 
 def _send_on_commit(job: Job, task: Any) -> None:
@@ -114,7 +110,7 @@ def retrain(job_id: int) -> dict[str, Any] | None:
 
 @app.task(name="tasks.training.evaluate", ignore_result=True)
 def evaluate(job_id: int) -> dict[str, Any] | None:
-    """Write the FlipReport of an evaluation job; warm the memory of a version the policy promoted."""
+    """Write the FlipReport of an evaluation job (which pre-warms a passing candidate and may promote it)."""
     job = jobs.claim(job_id, Job.Kind.EVALUATION, device=str(resolve_device(settings.ADAPTIVE_DEVICE)))
     if job is None:
         return None
@@ -134,22 +130,7 @@ def evaluate(job_id: int) -> dict[str, Any] | None:
     metrics["promoted"] = promoted
     verdict = "passed" if report.gate_passed else "failed"
     jobs.succeed(job, message=f"v{metrics['old']} vs v{metrics['new']}: gate {verdict}", metrics=metrics)
-    if promoted:
-        # After the commit that promoted it: serving already uses the version, with an empty
-        # memory until this returns.
-        written = retraining.warm_memory(report.deployment, report.new_version)
-        log.info("warmed the memory of v%s with %s samples", metrics["new"], written)
     return metrics
-
-
-@app.task(name="tasks.training.warm", ignore_result=True)
-def warm(deployment_id: int, version_id: int) -> int:
-    """Re-embed recent labeled events into a live version's memory (safe to run twice)."""
-    deployment = Deployment.objects.filter(pk=deployment_id).first()
-    version = ModelVersion.objects.filter(pk=version_id, deployment_id=deployment_id).first()
-    if deployment is None or version is None or deployment.live_version_id != version.pk:
-        return 0  # gone, or no longer live (a rollback came first): nothing to warm
-    return retraining.warm_memory(deployment, version)
 
 
 @app.task(name="tasks.training.sweep_stale", ignore_result=True)

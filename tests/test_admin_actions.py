@@ -127,15 +127,17 @@ def test_promote_one_version_from_the_version_list(
     browser: Client, admin_user: Any, two_versions: Deployment, django_capture_on_commit_callbacks: Any
 ) -> None:
     v2 = ModelVersion.objects.get(deployment=two_versions, number=2)
+    rows = [{"id": f"r{i}", "features": f} for i, f in enumerate(make_rows(30, seed=4))]
+    ingest.predict(deployment=_deployment(two_versions), payload={"rows": rows})
+    ingest.record_feedback(deployment=two_versions, payload={"labels": [{"id": r["id"], "label": 1} for r in rows]})
 
-    with django_capture_on_commit_callbacks() as warm_up:
+    with django_capture_on_commit_callbacks() as sent:
         shown = _act(browser, "modelversion", "promote", [v2])
-    with django_capture_on_commit_callbacks() as no_warm_up:
-        again = _act(browser, "modelversion", "promote", [v2])
+    again = _act(browser, "modelversion", "promote", [v2])
 
-    assert len(warm_up) == 1  # v2's memory warm-up, sent once the promotion is committed
-    assert not no_warm_up
-
+    # v2's memory was warmed before the switch, by the promotion itself: nothing queued after it.
+    assert ErrorSample.objects.filter(version=v2, active=True).count() == 30
+    assert not sent
     assert shown == [("success", f"{v2}: promoted, now live")]
     assert again == [("success", f"{v2}: already live")]
     assert _deployment(two_versions).live_version == v2

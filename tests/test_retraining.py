@@ -6,6 +6,7 @@ simple rule (a delayed departure), so that a few epochs teach the candidate some
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from adaptive.errors import Conflict, InvalidInput
 from adaptive.ml.compensation import extract_keys
 from adaptive.ml.training import Progress
 from adaptive.models import AuditEntry, Deployment, ErrorSample, Event, FlipReport, Job, ModelVersion, Release
-from adaptive.services import evaluation, jobs, releases, retraining
+from adaptive.services import evaluation, ingest, jobs, memory, retraining
 from adaptive.services.registry import upload_version
 from tests.factories import DeploymentFactory, UserFactory, deployment_with_live_version, make_rows, model_artifacts
 
@@ -296,6 +297,39 @@ def test_the_round_trains_on_recent_events_plus_a_seeded_replay_of_older_ones(de
     assert first.weights_sha256 == second.weights_sha256
 
 
+def test_labels_that_arrive_after_the_request_are_not_in_the_round(deployment: Deployment) -> None:
+    job = retraining.request_retrain(deployment=deployment, actor=None, reason="retrain at 60%", params=FAST)
+    # While the job waits in the queue, the stream goes on: 300 more events are served and labeled.
+    later = START + timedelta(days=1)
+    rows = make_rows(300, seed=7)
+    Event.objects.bulk_create(
+        Event(
+            deployment=deployment,
+            external_id=f"late-{i}",
+            event_time=later + timedelta(minutes=i),
+            received_at=later,
+            features=row,
+            version=deployment.live_version,
+            base_score=0.5,
+            score=0.5,
+        )
+        for i, row in enumerate(rows)
+    )
+    labels = [{"id": f"late-{i}", "label": delayed(row)} for i, row in enumerate(rows)]
+    assert ingest.record_feedback(deployment=deployment, payload={"labels": labels}).accepted == 300
+    claimed = jobs.claim(job.pk, Job.Kind.RETRAIN, device="cpu")
+    assert claimed is not None
+
+    version = retraining.run_retrain(claimed)
+
+    assert version.metrics["n_labeled"] == 600  # not 900
+    holdout = version.metrics["holdout"]
+    assert datetime.fromisoformat(holdout["labeled_before"]) == job.created_at
+    assert datetime.fromisoformat(holdout["to_time"]) == START + timedelta(minutes=599)
+    assert version.data_end is not None and version.data_end < later
+    assert not retraining.holdout_events(deployment, holdout).filter(external_id__startswith="late").exists()
+
+
 def test_unlabeled_events_and_labels_after_the_round_started_are_not_used(deployment: Deployment) -> None:
     later = START + timedelta(days=30)
     Event.objects.bulk_create(
@@ -321,16 +355,17 @@ def test_unlabeled_events_and_labels_after_the_round_started_are_not_used(deploy
 # --- memory warm-up -------------------------------------------------------------------------------
 
 
-def test_warm_memory_embeds_the_newest_labeled_events_with_the_versions_model(
+def test_warm_embeds_the_newest_labeled_events_with_the_versions_model(
     deployment: Deployment, candidate: ModelVersion
 ) -> None:
     Deployment.objects.filter(pk=deployment.pk).update(memory_capacity=250)
     deployment.refresh_from_db()
     revision = deployment.memory_revision
 
-    written = retraining.warm_memory(deployment, candidate)
+    warmed = memory.warm(deployment, candidate)
 
-    assert written == 250
+    assert (warmed.written, warmed.skipped, warmed.revision) == (250, 0, revision + 1)
+    assert set(warmed.seconds) == {"read", "embed", "write"}
     samples = ErrorSample.objects.filter(version=candidate).select_related("event")
     assert samples.count() == 250 and {s.revision for s in samples} == {revision + 1}
     assert min(s.event.event_time for s in samples if s.event) == START + timedelta(minutes=350)
@@ -346,32 +381,78 @@ def test_warm_memory_embeds_the_newest_labeled_events_with_the_versions_model(
     assert sample.label == delayed(sample.event.features)
 
 
-def test_warm_memory_twice_adds_only_new_events(deployment: Deployment, candidate: ModelVersion) -> None:
-    assert retraining.warm_memory(deployment, candidate, limit=100) == 100
-    assert retraining.warm_memory(deployment, candidate, limit=100) == 100  # the next-newest 100
+def test_a_second_warm_up_only_tops_up_what_is_new(deployment: Deployment, candidate: ModelVersion) -> None:
+    assert memory.warm(deployment, candidate, limit=100).written == 100
+    assert memory.warm(deployment, candidate, limit=100).written == 0  # the newest 100 have samples
     add_labeled_events(deployment, 10, prefix="late", start=START + timedelta(days=2))
 
-    assert retraining.warm_memory(deployment, candidate) == 410
-    assert retraining.warm_memory(deployment, candidate) == 0
+    assert memory.warm(deployment, candidate, limit=100).written == 10  # only the new ones
+    assert memory.warm(deployment, candidate).written == 500  # the rest, up to the capacity
+    assert memory.warm(deployment, candidate).written == 0
     assert ErrorSample.objects.filter(version=candidate).count() == 610
 
 
-def test_warmed_memory_compensates_predictions_once_the_version_is_live(
+def test_a_top_up_past_the_capacity_evicts_the_oldest_events(deployment: Deployment, candidate: ModelVersion) -> None:
+    Deployment.objects.filter(pk=deployment.pk).update(memory_capacity=250)
+    memory.warm(deployment, candidate)
+    add_labeled_events(deployment, 10, prefix="late", start=START + timedelta(days=2))
+
+    assert memory.warm(deployment, candidate).written == 10
+
+    active = ErrorSample.objects.filter(version=candidate, active=True).select_related("event")
+    assert active.count() == 250
+    times = sorted(s.event.event_time for s in active if s.event)
+    assert times[0] == START + timedelta(minutes=360)  # the 10 oldest of the first warm-up went
+    assert times[-1] == START + timedelta(days=2, minutes=9)
+
+
+def test_a_large_warm_up_writes_in_batches_oldest_events_first(
+    deployment: Deployment, candidate: ModelVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memory, "WARM_WRITE_BATCH", 250)  # each batch holds the lock on its own
+    monkeypatch.setattr(memory, "WARM_WRITE_BATCH_SQLITE", 250)
+    revision = Deployment.objects.get(pk=deployment.pk).memory_revision
+
+    warmed = memory.warm(deployment, candidate)
+
+    assert (warmed.written, warmed.revision) == (600, revision + 3)
+    samples = ErrorSample.objects.filter(version=candidate).order_by("revision", "id")
+    assert Counter(samples.values_list("revision", flat=True)) == {
+        revision + 1: 250,
+        revision + 2: 250,
+        revision + 3: 100,
+    }
+    times = [s.event.event_time for s in samples.select_related("event") if s.event]
+    assert times == sorted(times)  # write order is event order: eviction drops the oldest events
+
+
+def test_racing_warm_ups_write_each_event_once(
+    deployment: Deployment, candidate: ModelVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embed = memory._embed
+
+    def embed_while_a_rival_finishes(*args: Any) -> Any:
+        # Another process (an operator's promotion racing the evaluation's pre-warm) warms the
+        # same version between this one's read and its write.
+        monkeypatch.setattr(memory, "_embed", embed)
+        assert memory.warm(deployment, candidate).written == 600
+        return embed(*args)
+
+    monkeypatch.setattr(memory, "_embed", embed_while_a_rival_finishes)
+
+    assert memory.warm(deployment, candidate).written == 0
+    assert ErrorSample.objects.filter(version=candidate).count() == 600
+
+
+def test_events_that_no_longer_encode_are_left_out_of_a_warm_up(
     deployment: Deployment, candidate: ModelVersion
 ) -> None:
-    from adaptive.services import ingest
+    Event.objects.filter(external_id="e-599").update(features={"dep_delay": "late", "distance": 1, "carrier": "AA"})
 
-    releases.promote(deployment=deployment, number=candidate.number, actor=None, reason="test")
-    retraining.warm_memory(deployment, candidate)
-    dep = Deployment.objects.select_related("live_version").get(pk=deployment.pk)
+    warmed = memory.warm(deployment, candidate)
 
-    out = ingest.predict(
-        deployment=dep, payload={"rows": [{"id": f"p{i}", "features": r} for i, r in enumerate(make_rows(20, 9))]}
-    )
-
-    assert {p.version for p in out} == {2}
-    assert {p.memory_revision for p in out} == {dep.memory_revision}
-    assert any(p.score != p.base_score for p in out)
+    assert (warmed.written, warmed.skipped) == (599, 1)
+    assert not ErrorSample.objects.filter(version=candidate, event__external_id="e-599").exists()
 
 
 # --- evaluation -----------------------------------------------------------------------------------
@@ -510,8 +591,8 @@ def test_a_multiclass_deployment_retrains_evaluates_and_warms(db: None) -> None:
     add_labeled_events(dep, 400, label=lambda row: carriers.index(row["carrier"]))
 
     version = retraining.run_retrain(start_retrain(dep, {**FAST, "epochs": 6}))
+    written = memory.warm(dep, version, limit=50).written
     report = evaluation.run_evaluation(_gate_job(version))
-    written = retraining.warm_memory(dep, version, limit=50)
 
     assert report.n == 80 and len(report.per_class) == 4
     assert report.new_accuracy > report.old_accuracy

@@ -1,8 +1,8 @@
 """The slow loop with a real Celery worker on the ``default`` and ``gpu`` queues.
 
 A retrain request goes through the broker to the worker, which trains a candidate, queues and runs
-its evaluation, writes the FlipReport and, when the gates pass under the auto policy, promotes the
-candidate and warms its memory; when they fail, the candidate is rejected. A worker killed in the
+its evaluation, writes the FlipReport and, when the gates pass, warms the candidate's memory and
+(under the auto policy) promotes it; when they fail, the candidate is rejected and never warmed. A worker killed in the
 middle of a round leaves the live version alone, and the stale-job sweep fails its job. Runs on
 both passes of bin/test (SQLite + file broker, PostgreSQL + Redis); CPU only.
 """
@@ -66,9 +66,12 @@ def test_a_retrain_request_ends_in_an_automatic_promotion_with_a_warm_memory() -
             lambda: Job.objects.filter(deployment=dep, kind=Job.Kind.EVALUATION, status=Job.Status.SUCCEEDED).first(),
             timeout=120,
         )
-        wait_for(lambda: ErrorSample.objects.filter(deployment=dep, version__number=2).count() == 600, timeout=60)
 
     job.refresh_from_db()
+    # Warm before the switch: the memory was complete when the promotion committed, nothing follows it.
+    release = Release.objects.get(deployment=dep, ended_at__isnull=True)
+    warmed = ErrorSample.objects.filter(deployment=dep, version__number=2)
+    assert warmed.count() == 600 and not warmed.filter(revision__gt=release.memory_revision).exists()
     assert (job.status, job.device, job.metrics["version"], job.progress) == ("succeeded", "cpu", 2, 1.0)
     candidate = ModelVersion.objects.get(deployment=dep, number=2)
     assert candidate.origin_job_id == job.pk and candidate.parent is not None and candidate.parent.number == 1
@@ -77,7 +80,6 @@ def test_a_retrain_request_ends_in_an_automatic_promotion_with_a_warm_memory() -
     assert report.n == 120 and report.gate_passed is True
     assert evaluation_job.params["retrain_job"] == job.pk and evaluation_job.metrics["promoted"] is True
     assert _live_number(dep) == 2
-    release = Release.objects.get(deployment=dep, ended_at__isnull=True)
     assert release.actor_label == "policy" and release.reason.startswith("gates passed")
 
 

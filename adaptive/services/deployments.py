@@ -41,7 +41,7 @@ def update_settings(*, deployment: Deployment, changes: dict[str, Any], actor: A
     if unknown:
         raise InvalidInput(unknown[0], f"not an adaptation setting (allowed: {', '.join(SETTINGS)})")
     with transaction.atomic():
-        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        locked = Deployment.objects.select_for_update(no_key=True).get(pk=deployment.pk)
         diff = {
             name: {"from": getattr(locked, name), "to": value}
             for name, value in changes.items()

@@ -31,7 +31,7 @@ from adaptive.ml.flips import FlipReport as FlipMetrics
 from adaptive.ml.flips import evaluate_gate, flip_report
 from adaptive.ml.preprocessing import RowError
 from adaptive.models import Deployment, Event, FlipReport, Job, ModelVersion
-from adaptive.services import audit, releases
+from adaptive.services import audit, memory, releases
 from adaptive.services.retraining import Cancelled, JobReporter, holdout_events
 
 # On-demand comparisons score this many of the newest labeled events unless asked otherwise.
@@ -141,9 +141,15 @@ def run_evaluation(job: Job) -> FlipReport:
         metric=GATE_METRIC,
     )
     examples = [external_ids[i] for i in report.negative_flip_examples]
+    if params.get("retrain_job") is not None and passed and new.status == ModelVersion.Status.CANDIDATE:
+        # Pre-warm: a candidate that passed its gate may go live (below, under the auto policy, or
+        # later by an operator). Warming it here, outside any lock, leaves the promotion a top-up.
+        reporter.write(0.9, f"warming the error memory of v{new.number}")
+        memory.warm(deployment, new)
 
     with transaction.atomic():
-        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        # No-key locks: the inserts of events that reference these rows go on meanwhile.
+        locked = Deployment.objects.select_for_update(no_key=True).get(pk=deployment.pk)
         # Under the lock: a second delivery that raced this one finds the first report here.
         existing = FlipReport.objects.filter(job=job).first()
         if existing is not None:
@@ -229,7 +235,7 @@ def _act_on_gate(
     deployment: Deployment, old: ModelVersion, new: ModelVersion, passed: bool, reasons: list[str]
 ) -> None:
     """A retrain's candidate: rejected when its gate fails; promoted by the auto policy when it passes."""
-    current = ModelVersion.objects.select_for_update().get(pk=new.pk)
+    current = ModelVersion.objects.select_for_update(no_key=True).get(pk=new.pk)
     if current.status != ModelVersion.Status.CANDIDATE:
         return  # an operator promoted or rejected it already: their decision stands
     if not passed:

@@ -150,7 +150,7 @@ def upload_version(*, deployment: Deployment, spec: Any, weights: bytes, actor: 
     check_weights(deployment, spec, weights)
     relative, digest = artifacts.store_weights(deployment.slug, weights)
     with transaction.atomic():
-        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        locked = Deployment.objects.select_for_update(no_key=True).get(pk=deployment.pk)
         for existing in ModelVersion.objects.filter(deployment=locked, weights_sha256=digest):
             if _same_spec(existing, spec):
                 return existing, False

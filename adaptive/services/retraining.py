@@ -1,14 +1,16 @@
-"""The slow loop's training half: retrain requests, the continual-training round, memory warm-up.
+"""The slow loop's training half: retrain requests and the continual-training round.
 
 ``request_retrain`` queues a retrain Job (the database allows one queued or running retrain per
 deployment: constraint one_active_retrain_per_deployment) and audits who asked and why.
 ``run_retrain`` is the job's work (DESIGN.md 4.5): it continues training the live version on the
-deployment's labeled events and registers the result as a *candidate* version, never live.
-``warm_memory`` gives a newly promoted version an error memory by re-embedding recent labeled
-events with its own model (keys belong to the version that computed them).
+deployment's labeled events and registers the result as a *candidate* version, never live. (The
+candidate's error memory is warmed by adaptive.services.memory.warm: by the evaluation when it
+passes its gate, and in any case by the promotion, before the switch.)
 
 The data of a round, all read under one labeled-at cutoff so that labels arriving meanwhile
-change nothing:
+change nothing. The cutoff is the time of the *request* (the job's ``created_at``), not of the
+start: a retrain asked for at 60% of a stream trains on the labels known then, however long it
+waited in the queue. The round's data:
 
 * the newest ``holdout_fraction`` of the labeled events by event time is the *holdout*: never
   trained on, and the exact set the candidate's evaluation scores (its bounds are stored in the
@@ -40,21 +42,19 @@ from django.utils import timezone
 
 from adaptive import artifacts, runtime
 from adaptive.errors import Conflict, InvalidInput
-from adaptive.ml.architectures import build_model, logits_to_proba
-from adaptive.ml.compensation import fit_key_mean, keys_from_hidden
+from adaptive.ml.architectures import build_model
+from adaptive.ml.compensation import fit_key_mean
 from adaptive.ml.preprocessing import FeatureEncoder, RowError, TabularBatch, input_spec, parse_schema
 from adaptive.ml.training import Progress, TrainConfig, TrainResult, continual_train, resolve_device
 from adaptive.ml.weights import load_into, state_dict_to_bytes
-from adaptive.models import AuditEntry, Deployment, ErrorSample, Event, Job, ModelVersion
-from adaptive.services import audit, memory
+from adaptive.models import AuditEntry, Deployment, Event, Job, ModelVersion
+from adaptive.services import audit
 
 # A round with fewer labeled events than this cannot train and evaluate anything meaningful.
 MIN_LABELED_EVENTS: Final = 200
 # Job progress, heartbeat and message are written at most this often (seconds); each write is also
 # the cancel check. Tests lower it to see every epoch.
 PROGRESS_INTERVAL: Final = 0.5
-# Rows per forward pass when re-embedding events or scoring the training data.
-EMBED_CHUNK: Final = 4096
 # Events read per query (ids in an IN list stay under SQLite's parameter limit).
 READ_CHUNK: Final = 900
 # At most this many curve points are stored with a version (long rounds are thinned evenly).
@@ -159,7 +159,9 @@ def request_retrain(
     """
     resolved = validate_params(params)
     with transaction.atomic():
-        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        # No-key lock: it serialises retrain requests without blocking the inserts of events and
+        # jobs that reference the deployment (see adaptive.services.memory).
+        locked = Deployment.objects.select_for_update(no_key=True).get(pk=deployment.pk)
         _check_retrainable(locked)
         try:
             # A savepoint: the constraint's error must not break the surrounding transaction.
@@ -291,7 +293,7 @@ def run_retrain(job: Job, progress: Callable[[Progress], None] | None = None) ->
     live = deployment.live_version
     assert live is not None
     reporter = JobReporter(job, epochs=params["epochs"])
-    reporter.write(0.0, f"reading labeled events (training from v{live.number})")
+    reporter.write(0.0, f"reading events labeled before the request (training from v{live.number})")
     with heartbeat(job.pk):
         return _train_candidate(job, deployment, params, reporter, progress)
 
@@ -306,7 +308,8 @@ def _train_candidate(
     live = deployment.live_version
     assert live is not None
 
-    cutoff = timezone.now()
+    # The time of the request: labels that arrived while the job waited in the queue are not its data.
+    cutoff = job.created_at
     labeled = Event.objects.filter(deployment=deployment, label__isnull=False, labeled_at__lte=cutoff)
     newest_first = labeled.order_by("-event_time", "-id")
     n_labeled = labeled.count()
@@ -376,7 +379,7 @@ def _train_candidate(
     times = recent_rows.times + replay_rows.times
     metrics = _metrics(result, holdout=holdout, n_labeled=n_labeled)
     with transaction.atomic():
-        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        locked = Deployment.objects.select_for_update(no_key=True).get(pk=deployment.pk)
         # Checked under the lock, after the expensive part: a job cancelled (or swept as stale)
         # while it trained must not leave a version behind.
         status = Job.objects.select_for_update().values_list("status", flat=True).get(pk=job.pk)
@@ -533,86 +536,3 @@ def holdout_events(deployment: Deployment, holdout: dict[str, Any]) -> QuerySet[
         .filter(after_start & before_end)
         .order_by("event_time", "id")
     )
-
-
-# --- memory warm-up -------------------------------------------------------------------------------
-
-
-def warm_memory(deployment: Deployment, version: ModelVersion, limit: int | None = None) -> int:
-    """Give ``version`` an error memory from the newest labeled events; returns the samples written.
-
-    Up to ``limit`` (at most the deployment's memory capacity) of the newest labeled events are
-    embedded with the version's own model (keys and base scores are the version's, as if it had
-    served them) and written as ErrorSamples of one new memory revision, in one transaction under
-    the deployment lock, like a compensation update. Events that already have a sample for the
-    version are skipped, so a second run (or a version that was live before) adds only what is new.
-    """
-    if deployment.serving == Deployment.Serving.EXTERNAL:
-        raise Conflict("an external deployment's memory holds the client's keys; there is nothing to re-embed")
-    if version.deployment_id != deployment.pk:
-        raise InvalidInput("version", f"version {version.pk} does not belong to deployment {deployment.slug!r}")
-    capacity = deployment.memory_capacity
-    wanted = capacity if limit is None else min(limit, capacity)
-    if wanted <= 0:
-        return 0
-    has_sample = ErrorSample.objects.filter(version=version, event_id__isnull=False).values("event_id")
-    rows = _reversed(
-        _read_rows(
-            Event.objects.filter(deployment=deployment, label__isnull=False)
-            .exclude(pk__in=has_sample)
-            .order_by("-event_time", "-id")[:wanted]
-        )
-    )
-    if not len(rows):
-        return 0
-    loaded = runtime.load_version(deployment, version)
-    keys: list[bytes] = []
-    scores: list[float] = []
-    vectors: list[list[float]] | None = [] if deployment.n_outputs > 1 else None
-    for start in range(0, len(rows), EMBED_CHUNK):
-        try:
-            batch = loaded.encoder.encode(rows.features[start : start + EMBED_CHUNK])
-        except RowError as exc:
-            raise RetrainError(f"event {rows.ids[start + exc.index]} no longer encodes: {exc.reason}") from exc
-        with torch.inference_mode():
-            h = loaded.model.embed(batch)
-            proba = logits_to_proba(loaded.model.head(h))
-            keys += runtime.encode_keys(keys_from_hidden(h, loaded.key_mean))
-        if vectors is None:
-            scores += proba.double().tolist()
-        else:
-            part = proba.double().tolist()
-            vectors += part
-            scores += [max(v) for v in part]
-    with transaction.atomic():
-        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
-        # Samples written since the read above (a compensation update for events this version
-        # served) are skipped rather than duplicated: the lock orders every memory write.
-        taken = set(
-            ErrorSample.objects.filter(version=version, event_id__in=rows.ids).values_list("event_id", flat=True)
-        )
-        revision = locked.memory_revision + 1
-        now = timezone.now()
-        samples = [
-            ErrorSample(
-                deployment_id=locked.pk,
-                version_id=version.pk,
-                event_id=rows.ids[i],
-                key=keys[i],
-                label=rows.labels[i],
-                base_score=scores[i],
-                base_proba=vectors[i] if vectors is not None else None,
-                revision=revision,
-                written_at=now,
-            )
-            for i in range(len(rows))
-            if rows.ids[i] not in taken
-        ]
-        if not samples:
-            return 0
-        ErrorSample.objects.bulk_create(samples, batch_size=1000)
-        # The version may hold samples already (it was live before): keep it within capacity the
-        # way compensation updates do.
-        memory._evict(locked, version.pk, revision)
-        Deployment.objects.filter(pk=locked.pk).update(memory_revision=revision)
-    return len(samples)

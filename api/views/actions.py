@@ -4,7 +4,8 @@ flip reports and jobs.
 
 Every action is one service call (adaptive.services.releases, adaptive.services.jobs, or the
 slow loop's entry points in tasks.training) by an operator or admin with a reason; work that follows
-(the new live version's memory warm-up, a retrain, an evaluation) is queued after the commit.
+(a retrain, an evaluation) is queued after the commit. A promotion warms the new version's memory
+itself, before the switch.
 Actions are safe to retry: promoting the live version again answers the same release; rolling back
 to an explicit version that is already live is a 409 that says so; pausing a paused deployment,
 resuming an active one and cancelling a cancelled job change nothing.
@@ -166,11 +167,14 @@ class PromoteView(APIView):
     @extend_schema(
         summary="Promote a version (operators)",
         description=(
-            "Puts the version live in one transaction: the open release ends, a promotion release starts, the "
-            "audit log records who and why. The new live version serves from the next request with its own "
-            "error memory, which is warmed up in the background by re-embedding recent labeled events. "
-            "Safe to retry: promoting the version that is already live changes nothing and answers the open "
-            "release (one release, not two). `took_ms` is the server time of the transaction."
+            "Warms the version's error memory, then puts it live in one short transaction: the open release "
+            "ends, a promotion release starts, the audit log records who and why. The warm-up re-embeds the "
+            "newest labeled events (up to the memory's capacity) with the version's model before the switch, "
+            "so the first prediction it serves is already compensated; a candidate that passed its gate was "
+            "warmed by its evaluation, and only labels that arrived since are added. Predict and feedback go "
+            "on meanwhile. Safe to retry: promoting the version that is already live changes nothing and "
+            "answers the open release (one release, not two). `took_ms` is the server time of the warm-up "
+            "and the switch."
         ),
         parameters=[SLUG],
         request=s.PromoteRequestSerializer,
@@ -191,17 +195,11 @@ class PromoteView(APIView):
     def post(self, request: Request, slug: str) -> Response:
         deployment = _deployment(slug)
         body = _valid(s.PromoteRequestSerializer, request.data)
-        requested_at = timezone.now()
         started = time.perf_counter()
         release = releases.promote(
             deployment=deployment, number=body["version"], actor=request.user, reason=body["reason"]
         )
-        took_ms = _ms_since(started)
-        # A release that started before this request is the one a previous (retried) promotion opened:
-        # its warm-up was queued then.
-        if release.started_at >= requested_at:
-            training.after_promotion(deployment.pk, release.version_id)
-        return Response(_release_answer(deployment, release, took_ms))
+        return Response(_release_answer(deployment, release, _ms_since(started)))
 
 
 class RollbackView(APIView):

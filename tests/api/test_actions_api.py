@@ -12,7 +12,7 @@ from drf_spectacular.drainage import GENERATOR_STATS
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
-from adaptive.models import AuditEntry, Deployment, FlipReport, Job, ModelVersion, Release
+from adaptive.models import AuditEntry, Deployment, ErrorSample, FlipReport, Job, ModelVersion, Release
 from adaptive.services import ingest, jobs, memory, releases
 from adaptive.services.keys import create_key
 from adaptive.services.registry import upload_version
@@ -115,16 +115,25 @@ def test_an_unknown_deployment_is_404(operator_client: APIClient, db: None) -> N
     assert r.json() == {"error": "not_found", "detail": "no deployment 'nope'"}
 
 
-def test_a_promotion_queues_the_warm_up_after_commit_once(
+def test_a_promotion_warms_the_versions_memory_before_answering_and_queues_nothing(
     operator_client: APIClient, two_versions: Deployment, django_capture_on_commit_callbacks: Any
 ) -> None:
-    with django_capture_on_commit_callbacks() as first:
-        assert _post(operator_client, two_versions, "promote", {"version": 2, "reason": "go"}).status_code == 200
-    with django_capture_on_commit_callbacks() as retried:
-        assert _post(operator_client, two_versions, "promote", {"version": 2, "reason": "go"}).status_code == 200
+    rows = [{"id": f"r{i}", "features": f} for i, f in enumerate(make_rows(40, seed=4))]
+    ingest.predict(deployment=Deployment.objects.get(pk=two_versions.pk), payload={"rows": rows})
+    ingest.record_feedback(deployment=two_versions, payload={"labels": [{"id": r["id"], "label": 1} for r in rows]})
+    v2 = ModelVersion.objects.get(deployment=two_versions, number=2)
 
-    assert first  # the warm-up of v2's memory, sent once the promotion is committed
-    assert not retried  # the retry found v2 live: its warm-up was queued the first time
+    with django_capture_on_commit_callbacks() as sent:
+        first = _post(operator_client, two_versions, "promote", {"version": 2, "reason": "go"})
+    warmed_at = Deployment.objects.get(pk=two_versions.pk).memory_revision
+    retried = _post(operator_client, two_versions, "promote", {"version": 2, "reason": "go"})
+
+    assert first.status_code == retried.status_code == 200
+    assert not sent  # no warm-up task after the commit: the memory was warmed before the switch
+    assert ErrorSample.objects.filter(version=v2, active=True).count() == 40
+    assert first.json()["release"]["memory_revision"] == warmed_at  # the release starts with it
+    assert retried.json()["release"]["id"] == first.json()["release"]["id"]
+    assert Deployment.objects.get(pk=two_versions.pk).memory_revision == warmed_at  # the retry wrote nothing
 
 
 # --- rollback --------------------------------------------------------------------------------------
