@@ -183,6 +183,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "DeploymentStatusEnum": "adaptive.models.Deployment.Status",
         "VersionStatusEnum": "adaptive.models.ModelVersion.Status",
+        # Two choice sets on fields named "level": drift bands and the loop's alert levels.
+        "LevelEnum": "adaptive.models.DriftMetric.Level",
+        "LoopAlertLevelEnum": [("warn", "warn"), ("error", "error")],
     },
 }
 

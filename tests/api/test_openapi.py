@@ -19,6 +19,7 @@ V1_PATHS = [
     "/api/v1/audit",
     "/api/v1/deployments/{slug}/curve",
     "/api/v1/health",
+    "/api/v1/loop",
     "/api/v1/deployments",
     "/api/v1/deployments/{slug}",
     "/api/v1/deployments/{slug}/versions",
