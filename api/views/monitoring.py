@@ -315,7 +315,9 @@ def _summarise_detector(kind: str, entry: Mapping[str, Any], history: int, warni
         "warning": warning,
         "history": history,
         "stored": int(entry["stream_length"]),
-        "restore_exact": since_reset <= history,
+        # KSWIN's state keeps its sampler, Page-Hinkley's and DDM's their own numbers: exact at any
+        # length (adaptive.ml.drift.StreamDetector.restore_is_exact); ADWIN's only within its history.
+        "restore_exact": since_reset <= history or "sampler" in entry or "native" in entry,
     }
 
 
