@@ -17,6 +17,9 @@ SCRIPT = ROOT / "bench" / "soak.py"
 
 @pytest.mark.worker
 def test_soak_fast_on_the_embedded_defaults_passes_every_check(tmp_path: Path) -> None:
+    from tests.test_demo import _runtime_setup_is_done
+
+    _runtime_setup_is_done()  # bin/up's bin/setup: the dev venv holds the runtime requirements
     out = tmp_path / "results.json"
     run = subprocess.run(
         [sys.executable, str(SCRIPT), "--backend", "embedded", "--fast", "--out", str(tmp_path), "--json", str(out)],
