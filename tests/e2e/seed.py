@@ -13,7 +13,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from adaptive.models import Deployment, DriftMetric, Job, ModelVersion
+from adaptive.models import Deployment, DriftMetric, ErrorSample, Job, ModelVersion
 from adaptive.services import evaluation, jobs, releases, retraining
 from adaptive.services.deployments import update_settings
 from adaptive.services.registry import create_deployment, upload_version
@@ -44,6 +44,7 @@ class Seeded:
     v1: ModelVersion
     v2: ModelVersion
     n_windows: int
+    memory_size: int  # v2's active samples: its warm-up at promotion (the 300 labeled events) + N_SAMPLES
 
 
 def create_flights_deployment(*, slug: str, admin: Any) -> tuple[Deployment, ModelVersion]:
@@ -147,4 +148,5 @@ def seed(*, admin: Any, operator: Any, slug: str = "flights") -> Seeded:
         version=v2,
         detectors={"raw": error_stream_state(errors), "compensated": error_stream_state([e / 2 for e in errors])},
     )
-    return Seeded(deployment=deployment, v1=v1, v2=v2, n_windows=N_WINDOWS)
+    memory_size = ErrorSample.objects.filter(version=v2, active=True).count()
+    return Seeded(deployment=deployment, v1=v1, v2=v2, n_windows=N_WINDOWS, memory_size=memory_size)

@@ -10,7 +10,7 @@ from playwright.sync_api import Page, expect
 
 from adaptive.models import AuditEntry, Deployment, Release, Window
 from tests.e2e.conftest import WAIT_MS, Session
-from tests.e2e.seed import LATEST_COMPENSATED_AUC, N_SAMPLES, Seeded
+from tests.e2e.seed import LATEST_COMPENSATED_AUC, Seeded
 from tests.worker import wait_for
 
 # Series of the curve chart: labels and lengths, and the newest value of each line. A point is a
@@ -99,11 +99,11 @@ def test_deployment_page_shows_drift_detectors_memory_samples_and_controls(sessi
     samples = page.locator("table#samples tbody tr")
     expect(samples.first).to_contain_text("v2")
     per_page = samples.count()
-    assert 0 < per_page < N_SAMPLES
+    assert 0 < per_page < seeded.memory_size
     newest = samples.first.text_content() or ""
     page.click("#samples-next")
     expect(samples.first).not_to_have_text(newest)
-    expect(samples).to_have_count(min(per_page, N_SAMPLES - per_page))
+    expect(samples).to_have_count(min(per_page, seeded.memory_size - per_page))
     page.click("#samples-prev")
     expect(samples.first).to_have_text(newest)
     expect(samples).to_have_count(per_page)
