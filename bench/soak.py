@@ -1,7 +1,7 @@
 """Soak: the main job at full speed on a loaded machine, with faults, and nothing may stall or be lost.
 
 For each backend (the embedded defaults: SQLite + the file-system broker; and PostgreSQL + Redis) it
-runs ``bin/up --exit-after-demo`` the way a user does, with ``DEMO_SPEED=0`` (the replay client sends
+runs ``bin/up`` the way a user does, with ``DEMO_SPEED=0`` (the replay client sends
 the whole nycflights13 year through the REST API as fast as the server answers) and the retrain
 requested at 60% of the replay, while another process keeps one core busy. Fault phases, placed by
 the share of rows sent (read from the client's progress lines):
@@ -54,6 +54,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRESS = re.compile(r"^  (\d+)/(\d+) rows ")
+REPLAY_OVER = re.compile(r"^The replay is over \(status (\d+)\)")
 PG_ADMIN_URL = "postgresql://root@127.0.0.1:5432/postgres"
 RETRAIN_WAIT_MAX = 10.0
 
@@ -73,7 +74,7 @@ class Run:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [str(ROOT / "bin" / "up"), "--exit-after-demo", *self.args],
+            [str(ROOT / "bin" / "up"), *self.args],
             cwd=ROOT,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -101,6 +102,14 @@ class Run:
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def replay_status(self) -> int | None:
+        """The replay client's exit status, once bin/up printed it ("The replay is over (status N)")."""
+        for line in reversed(self.lines):
+            match = REPLAY_OVER.match(line)
+            if match:
+                return int(match[1])
+        return None
 
 
 def free_port() -> int:
@@ -202,17 +211,20 @@ FAULTS: list[tuple[float, str, Callable[[Run], str]]] = [
 
 
 def inject_faults(run: Run) -> None:
+    """Each fault once the replay has sent its share of rows; those left when the replay is over, then."""
     pending = list(FAULTS)
     while pending and run.running():
         share, name, fault = pending[0]
-        if run.share_sent() >= share:
+        over = run.replay_status() is not None
+        if over or run.share_sent() >= share:
             pending.pop(0)
             try:
                 what = fault(run)
             except Exception as exc:  # a fault that could not be injected is reported, not fatal
                 what = f"failed: {type(exc).__name__}: {exc}"
-            run.faults.append(f"{share:.0%} {name}: {what}")
-            print(f"  [{run.backend}] fault at {share:.0%}: {name}: {what}", flush=True)
+            when = "after the replay" if over else f"at {share:.0%}"
+            run.faults.append(f"{when}: {name}: {what}")
+            print(f"  [{run.backend}] fault {when}: {name}: {what}", flush=True)
         time.sleep(0.5)
 
 
@@ -331,16 +343,25 @@ def soak(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     run = Run(backend, var_dir, env, ["--fast"] if args.fast else [])
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.burn_cores)]
     started = time.monotonic()
+    # bin/up keeps serving after the replay: faults still pending then (a short replay can end before
+    # the retrain brings a version to promote) run against the live server, then Ctrl-C stops it.
+    faults = threading.Thread(target=inject_faults, args=(run,), daemon=True)
+    status = 1
     try:
         run.start()
+        assert run.proc is not None
         if not args.no_faults:
-            threading.Thread(target=inject_faults, args=(run,), daemon=True).start()
-        assert run.proc is not None
-        status = run.proc.wait(timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        assert run.proc is not None
-        os.killpg(run.proc.pid, signal.SIGINT)
-        status = run.proc.wait(timeout=120)
+            faults.start()
+        deadline = time.monotonic() + args.timeout
+        while run.running() and run.replay_status() is None and time.monotonic() < deadline:
+            time.sleep(1)
+        replayed = run.replay_status()
+        if faults.is_alive():
+            faults.join(timeout=max(0.0, min(300.0, deadline - time.monotonic())))
+        if run.running():
+            os.killpg(run.proc.pid, signal.SIGINT)
+            run.proc.wait(timeout=120)
+        status = replayed if replayed is not None else (run.proc.returncode or 1)
     finally:
         for burner in burners:
             burner.kill()

@@ -151,6 +151,31 @@ def test_a_candidate_that_passes_its_gate_is_pre_warmed_and_promotion_only_tops_
     assert sorted(added.values_list("event__external_id", flat=True)) == sorted(f"late-{i}" for i in range(25))
 
 
+def test_a_label_a_warm_up_already_put_in_its_versions_memory_is_marked_not_written_again(
+    deployment: Deployment,
+) -> None:
+    # v1 served these; their labels wait for the memory (a slow or dead fast worker) when an operator
+    # promotes v2, then rolls back: promoting v1 again warms it with those same events.
+    _serve_and_label(deployment, 300, prefix="served", seed=1)
+    _serve_and_label(deployment, 40, prefix="pending", seed=2, apply=False)
+    weights, spec = model_artifacts(seed=7)
+    v1 = deployment.live_version
+    registry.upload_version(deployment=deployment, spec=spec, weights=weights, actor=None)
+    releases.promote(deployment=deployment, number=2, actor=None, reason="try v2")
+    releases.rollback(deployment=deployment, actor=None, reason="back")
+    assert v1 is not None
+    memory.warm(deployment, v1)  # what promoting v1 again does before the switch
+    pending = Event.objects.filter(deployment=deployment, external_id__startswith="pending-")
+    assert ErrorSample.objects.filter(version=v1, event__in=pending).count() == 40
+    assert pending.filter(memory_revision__isnull=True).count() == 40
+
+    applied = memory.apply_pending(deployment.pk)  # raised IntegrityError (version, event) on every retry
+
+    assert applied.applied == 40
+    assert pending.filter(memory_revision__isnull=True).count() == 0
+    assert ErrorSample.objects.filter(version=v1, event__in=pending).count() == 40  # one each, not two
+
+
 def test_a_candidate_that_fails_its_gate_is_not_warmed(deployment: Deployment) -> None:
     Deployment.objects.filter(pk=deployment.pk).update(gate_max_nfr=0.0)
     add_labeled_events(deployment, 600)

@@ -124,16 +124,28 @@ def apply_pending(deployment_id: int, *, limit: int = APPLY_BATCH) -> ApplyResul
         if not rows:
             return ApplyResult(0, 0, deployment.memory_revision)
         revision = deployment.memory_revision + 1
+        ids = [r[0] for r in rows]
+        # A warm-up may already have given an event's own version a sample of it (a promotion that
+        # re-embedded labels still pending here): the label is in that memory, so the event is only
+        # marked. Inserting it again would break the (version, event) uniqueness on every retry and
+        # stall the deployment's memory for good. The lock orders this read after any warm-up write.
+        taken: set[tuple[int | None, int | None]] = set()
+        for start in range(0, len(ids), ID_CHUNK):
+            taken.update(
+                ErrorSample.objects.filter(event_id__in=ids[start : start + ID_CHUNK]).values_list(
+                    "version_id", "event_id"
+                )
+            )
         _write_samples(
             deployment.pk,
             [
                 _Sample(version_id, event_id, bytes(key or b""), int(label or 0), base_score, base_proba)
                 for event_id, version_id, key, label, base_score, base_proba in rows
+                if (version_id, event_id) not in taken
             ],
             revision,
             timezone.now(),
         )
-        ids = [r[0] for r in rows]
         for start in range(0, len(ids), ID_CHUNK):
             Event.objects.filter(pk__in=ids[start : start + ID_CHUNK]).update(memory_revision=revision)
         evicted = 0
