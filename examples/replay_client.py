@@ -638,13 +638,15 @@ class LoopWatch:
         return mine
 
     def settle(self, timeout: float, batch: int) -> dict[str, Any] | None:
-        """Wait until no label waits for the memory, at most one window's labels wait for a window, and no
-        job of the deployment is queued or running (a job whose worker died is failed by the sweeper)."""
+        """Wait until no label waits for the memory, at most one window's labels wait for a window, no
+        job of the deployment is queued or running (a job whose worker died is failed by the sweeper)
+        and no error-level alert stands (a queue without a healthy consumer)."""
         deadline = time.monotonic() + timeout
         last = self.sample()
         while last is not None and time.monotonic() < deadline:
             caught_up = last["pending_labels"] == 0 and last["unwindowed_labels"] <= last["window_events"]
-            if caught_up and not last.get("active_jobs"):
+            healthy = not any(a["level"] == "error" for a in self.alerts)  # e.g. a restarted worker is back
+            if caught_up and healthy and not last.get("active_jobs"):
                 break
             time.sleep(2.0)
             last = self.sample() or last
