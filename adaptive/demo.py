@@ -43,7 +43,6 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from adaptive.errors import Conflict
 from adaptive.ml.architectures import TabularModel
@@ -54,7 +53,7 @@ from adaptive.ml.training import TrainConfig, train_initial
 from adaptive.ml.weights import state_dict_to_bytes
 from adaptive.models import Deployment, ModelVersion, Task
 from adaptive.roles import Role, role_of
-from adaptive.services import registry
+from adaptive.services import registry, tokens
 from adaptive.services.keys import create_key, find_active_key
 
 DEMO_SLUG: Final = "flights"
@@ -80,6 +79,7 @@ PROFILE_ROWS: Final = 2000
 KEY_NAME: Final = "demo-replay"
 # Whose API token the replay client uses for the retrain (bin/up: the admin of manage.py ensure_admin).
 TOKEN_USER: Final = "admin"
+TOKEN_NAME: Final = "demo replay"
 
 
 @dataclass(frozen=True)
@@ -329,9 +329,12 @@ def _ensure_token_file(username: str, log: Callable[[str], None]) -> Path | None
         )
         path.unlink(missing_ok=True)  # an old file would hold a token of someone else
         return None
-    token, _ = Token.objects.get_or_create(user=user)
-    if not path.exists() or path.read_text().strip() != token.key:
-        _write_private(path, token.key + "\n")
+    # Only hashes are stored: the file's token is kept while it is this operator's and active, else a
+    # new one replaces it (a second run does not pile up tokens).
+    current = tokens.find_active(path.read_text().strip()) if path.exists() else None
+    if current is None or current.user_id != user.pk:
+        _, raw = tokens.create_token(user=user, name=TOKEN_NAME, actor=None)
+        _write_private(path, raw + "\n")
     log(f"API token of {username!r} in {path} (mode 0600), for the replay's retrain request")
     return path
 

@@ -8,9 +8,14 @@ work; FlipReports compare versions; Releases and AuditEntries record who changed
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
+
+from config.rates import MAX_RATE_LENGTH, validate_rate
 
 
 class Task(models.TextChoices):
@@ -547,6 +552,8 @@ class AuditEntry(models.Model):
         RESET_MEMORY = "reset_memory", "Reset memory"
         CREATE_KEY = "create_key", "Create ingestion key"
         REVOKE_KEY = "revoke_key", "Revoke ingestion key"
+        CREATE_TOKEN = "create_token", "Create API token"
+        REVOKE_TOKEN = "revoke_token", "Revoke API token"
 
     deployment = models.ForeignKey(
         Deployment, null=True, blank=True, on_delete=models.CASCADE, related_name="audit_entries"
@@ -590,6 +597,14 @@ class IngestionKey(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Requests per period (api.throttling), e.g. "1000/min"; empty: the INGESTION_KEY_RATE setting.
+    rate = models.CharField(
+        max_length=MAX_RATE_LENGTH,
+        blank=True,
+        default="",
+        validators=[validate_rate],
+        help_text='Requests per period, e.g. "1000/min" or "50/10s"; empty: the INGESTION_KEY_RATE setting.',
+    )
 
     class Meta:
         ordering = ["deployment", "name"]
@@ -600,3 +615,55 @@ class IngestionKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    def active(self) -> ApiTokenQuerySet:
+        """Neither revoked nor expired (now)."""
+        return self.filter(revoked_at__isnull=True).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+        )
+
+
+class ApiToken(models.Model):
+    """A user's API token (``Authorization: Token <token>``), with an optional expiry; revocable.
+
+    Only a SHA-256 of the token is stored, as for ingestion keys: the raw token is shown once, at
+    creation. The prefix (public, part of the token) finds the row without a scan.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12)
+    key_hash = models.CharField(max_length=64)
+    # A default, not auto_now_add: tokens migrated from plain-text rows keep their creation time.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    # Written at most once a minute per token (adaptive.services.tokens.LAST_USED_RESOLUTION).
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["user", "-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(expires_at__isnull=True) | Q(expires_at__gt=models.F("created_at")),
+                name="api_token_expires_after_creation",
+            ),
+        ]
+        indexes = [
+            # Authentication: WHERE prefix = ? (then the hash is compared in constant time).
+            models.Index(fields=["prefix"], name="api_token_prefix"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…) of {self.user_id}"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())

@@ -14,6 +14,7 @@ is the cross-process signal, so this works the same on SQLite and PostgreSQL, wi
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from adaptive.ml.memory import ErrorMemory, make_memory
 from adaptive.ml.preprocessing import FeatureEncoder, input_spec, parse_schema
 from adaptive.ml.weights import load_into, load_state_dict_bytes
 from adaptive.models import Deployment, ErrorSample, ModelVersion
+
+log = logging.getLogger(__name__)
 
 _MAX_CACHED = 16
 _MAX_MEMORIES = 16
@@ -202,12 +205,46 @@ def _load_samples(live: LiveMemory, deployment: Deployment, version_id: int | No
     score_field = "base_proba" if multiclass else "base_score"
     stream = rows.order_by("revision", "id").values_list("key", "label", score_field).iterator(chunk_size=_READ_CHUNK)
     while chunk := list(islice(stream, _READ_CHUNK)):
-        live.memory.add(
-            decode_keys([r[0] for r in chunk], dim),
-            torch.tensor([r[1] for r in chunk], dtype=torch.long if multiclass else torch.float32),
-            torch.tensor([r[2] for r in chunk], dtype=torch.float32),
-        )
+        keys, labels, scores = _usable_samples(chunk, dim, deployment.n_outputs)
+        if len(keys) < len(chunk):
+            log.warning(
+                "deployment %s, version %s: skipped %d stored memory samples that cannot be used "
+                "(a key of the wrong size or not finite, a score or label out of range)",
+                deployment.slug,
+                version_id,
+                len(chunk) - len(keys),
+            )
+        if len(keys):
+            live.memory.add(keys, labels, scores)
     live.revision = target
+
+
+def _usable_samples(
+    chunk: list[tuple[Any, Any, Any]], dim: int, n_outputs: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keys, labels and scores of the (key, label, score) rows a memory can take.
+
+    Ingestion refuses anything else, but one bad row in the database (written by an older release,
+    or by hand) must not fail every read of the memory, and with it every predict.
+    """
+    width = 4 * dim
+    n_classes = max(2, n_outputs)
+    usable = []
+    for row in chunk:
+        key, label, score = row
+        if key is None or len(key) != width or not isinstance(label, int) or not 0 <= label < n_classes:
+            continue
+        values = score if isinstance(score, list) else (score,)
+        if len(values) != n_outputs or not all(isinstance(v, float | int) and 0.0 <= v <= 1.0 for v in values):
+            continue  # NaN fails the range check too
+        usable.append(row)
+    keys = decode_keys([r[0] for r in usable], dim)
+    labels = torch.tensor([r[1] for r in usable], dtype=torch.long if n_outputs > 1 else torch.float32)
+    scores = torch.tensor([r[2] for r in usable], dtype=torch.float32)
+    finite = torch.isfinite(keys).all(dim=1)
+    if not bool(finite.all()):
+        return keys[finite], labels[finite], scores[finite]
+    return keys, labels, scores
 
 
 def clear_cache() -> None:

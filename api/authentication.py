@@ -1,4 +1,8 @@
-"""Ingestion keys: ``Authorization: Key <key>``, scoped to one deployment (predict + feedback only)."""
+"""The API's credentials.
+
+Ingestion keys: ``Authorization: Key <key>``, scoped to one deployment (predict + feedback only).
+Users' API tokens: ``Authorization: Token <token>``, hashed, with an optional expiry; revocable.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from adaptive.services import tokens
 from adaptive.services.keys import find_active_key
 
 
@@ -48,6 +53,44 @@ class IngestionKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid or revoked ingestion key.")
         principal = IngestionPrincipal(deployment_id=key.deployment_id, key_id=key.pk, key_name=key.name)
         return principal, key
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword
+
+
+class ApiTokenAuthentication(authentication.BaseAuthentication):
+    """A user's API token (adaptive.models.ApiToken). Revoked or expired tokens are a 401 that says so.
+
+    Authentication failures are counted (and throttled) outside this class, by the API's middleware.
+    """
+
+    keyword = "Token"
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Invalid token header: expected 'Token <token>'.")
+        try:
+            raw = header[1].decode("ascii")
+        except UnicodeError as exc:
+            raise exceptions.AuthenticationFailed("Invalid token header: not ASCII.") from exc
+        token = tokens.find_token(raw)
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        if token.revoked_at is not None:
+            raise exceptions.AuthenticationFailed(
+                f"This token was revoked at {token.revoked_at.isoformat()}: create a new one."
+            )
+        if token.expires_at is not None and token.is_expired():
+            raise exceptions.AuthenticationFailed(
+                f"This token expired at {token.expires_at.isoformat()}: create a new one."
+            )
+        if not token.user.is_active:
+            raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        tokens.mark_used(token)
+        return token.user, token
 
     def authenticate_header(self, request: Request) -> str:
         return self.keyword

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from adaptive.ml.preprocessing import SchemaError, parse_schema
+from adaptive.ml.limits import MAX_FEATURES, MAX_NAME_LENGTH
+from adaptive.ml.preprocessing import FEATURE_TYPES, SchemaError, parse_schema
 from adaptive.models import Deployment, IngestionKey, ModelVersion, Task
+from api.serializers_fields import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictChoiceField,
+    StrictFloatField,
+    StrictIntegerField,
+    StrictModelSerializer,
+    StrictSlugField,
+)
 
 SETTINGS_FIELDS = [
     "compensation_enabled",
@@ -34,31 +46,57 @@ class VersionSummarySerializer(serializers.ModelSerializer):
         fields = ["number", "status", "architecture", "weights_sha256", "created_at"]
 
 
-class DeploymentSerializer(serializers.ModelSerializer):
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH},
+                "type": {"type": "string", "enum": list(FEATURE_TYPES)},
+            },
+            "required": ["name", "type"],
+            "additionalProperties": False,
+        },
+        "maxItems": MAX_FEATURES,
+        "description": (
+            "The features, in order: each `name` unique, without leading or trailing whitespace or NUL. Required "
+            "for hosted deployments; optional (features for drift) for external ones."
+        ),
+    }
+)
+class FeatureSchemaField(serializers.JSONField):
+    """The JSON as sent; parse_schema (in validate) checks it, and the schema documents its shape."""
+
+
+class DeploymentSerializer(StrictModelSerializer):
     # Uniqueness is handled by the service (a retried create returns the existing deployment).
-    slug = serializers.SlugField(max_length=64)
-    classes = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
-    feature_schema = serializers.JSONField(
-        required=False, help_text="Required for hosted deployments; optional (features for drift) for external ones."
+    slug = StrictSlugField(max_length=64)
+    classes = serializers.ListField(
+        child=StrictCharField(max_length=100),
+        required=False,
+        help_text='Unique class names: two for `binary` (default ["0", "1"]), two or more for `multiclass`.',
     )
-    serving = serializers.ChoiceField(choices=Deployment.Serving.choices, required=False)
-    key_dim = serializers.IntegerField(
+    feature_schema = FeatureSchemaField(required=False)
+    serving = StrictChoiceField(choices=Deployment.Serving.choices, required=False)
+    key_dim = StrictIntegerField(
         min_value=1,
         max_value=4096,
         required=False,
         allow_null=True,
-        help_text="External deployments: length of the key vectors sent to /compensate.",
+        help_text="External deployments (required there, refused for hosted ones): length of the key vectors "
+        "sent to /compensate.",
     )
-    live_version = VersionSummarySerializer(read_only=True)
-    memory_capacity = serializers.IntegerField(min_value=1, max_value=10_000_000, required=False)
-    memory_k = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
-    compensation_lambda = serializers.FloatField(min_value=0, max_value=1, required=False)
-    compensation_gamma = serializers.FloatField(min_value=0, max_value=1, required=False)
-    compensation_tau = serializers.FloatField(min_value=1e-4, max_value=100, required=False)
-    drift_p_value = serializers.FloatField(min_value=0, max_value=1, required=False)
-    drift_distance = serializers.FloatField(min_value=0, required=False)
-    gate_max_nfr = serializers.FloatField(min_value=0, max_value=1, required=False)
-    gate_min_metric_delta = serializers.FloatField(min_value=-1, max_value=1, required=False)
+    live_version = VersionSummarySerializer(read_only=True, allow_null=True, help_text="Null before a first upload.")
+    memory_capacity = StrictIntegerField(min_value=1, max_value=10_000_000, required=False)
+    memory_k = StrictIntegerField(min_value=1, max_value=10_000, required=False)
+    compensation_lambda = StrictFloatField(min_value=0, max_value=1, required=False)
+    compensation_gamma = StrictFloatField(min_value=0, max_value=1, required=False)
+    compensation_tau = StrictFloatField(min_value=1e-4, max_value=100, required=False)
+    drift_p_value = StrictFloatField(min_value=0, max_value=1, required=False)
+    drift_distance = StrictFloatField(min_value=0, required=False)
+    gate_max_nfr = StrictFloatField(min_value=0, max_value=1, required=False)
+    gate_min_metric_delta = StrictFloatField(min_value=-1, max_value=1, required=False)
 
     class Meta:
         model = Deployment
@@ -111,36 +149,39 @@ class DeploymentSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class DeploymentSettingsSerializer(serializers.ModelSerializer):
-    """A partial update of the adaptation settings, with an optional reason for the audit log."""
+class DeploymentSettingsSerializer(StrictModelSerializer):
+    """A partial update of the adaptation settings, with an optional reason for the audit log.
 
-    memory_capacity = serializers.IntegerField(min_value=1, max_value=10_000_000, required=False)
-    memory_k = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
-    compensation_lambda = serializers.FloatField(min_value=0, max_value=1, required=False)
-    compensation_gamma = serializers.FloatField(min_value=0, max_value=1, required=False)
-    compensation_tau = serializers.FloatField(min_value=1e-3, max_value=100, required=False)
-    window_events = serializers.IntegerField(min_value=10, max_value=1_000_000, required=False)
-    window_minutes = serializers.IntegerField(min_value=1, max_value=7 * 24 * 60, required=False)
-    drift_p_value = serializers.FloatField(min_value=0, max_value=1, required=False)
-    drift_distance = serializers.FloatField(min_value=0, required=False)
-    gate_max_nfr = serializers.FloatField(min_value=0, max_value=1, required=False)
-    gate_min_metric_delta = serializers.FloatField(min_value=-1, max_value=1, required=False)
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, write_only=True)
+    Unknown or read-only keys are a 400 (StrictModelSerializer): a misspelt setting must not look saved.
+    """
+
+    memory_capacity = StrictIntegerField(min_value=1, max_value=10_000_000, required=False)
+    memory_k = StrictIntegerField(min_value=1, max_value=10_000, required=False)
+    compensation_lambda = StrictFloatField(min_value=0, max_value=1, required=False)
+    compensation_gamma = StrictFloatField(min_value=0, max_value=1, required=False)
+    compensation_tau = StrictFloatField(min_value=1e-3, max_value=100, required=False)
+    window_events = StrictIntegerField(min_value=10, max_value=1_000_000, required=False)
+    window_minutes = StrictIntegerField(min_value=1, max_value=7 * 24 * 60, required=False)
+    drift_p_value = StrictFloatField(min_value=0, max_value=1, required=False)
+    drift_distance = StrictFloatField(min_value=0, required=False)
+    gate_max_nfr = StrictFloatField(min_value=0, max_value=1, required=False)
+    gate_min_metric_delta = StrictFloatField(min_value=-1, max_value=1, required=False)
+    compensation_enabled = StrictBooleanField(required=False)
+    reason = StrictCharField(required=False, allow_blank=True, max_length=2000, write_only=True)
 
     class Meta:
         model = Deployment
         fields = [*SETTINGS_FIELDS, "reason"]
 
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(self.initial_data) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError({unknown[0]: "unknown or read-only field"})
-        return attrs
-
 
 class ModelVersionSerializer(serializers.ModelSerializer):
     deployment = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    parent = serializers.SlugRelatedField(slug_field="number", read_only=True)
+    parent = serializers.SlugRelatedField(
+        slug_field="number",
+        read_only=True,
+        allow_null=True,
+        help_text="The version it was trained from; null if uploaded.",
+    )
 
     class Meta:
         model = ModelVersion
@@ -179,11 +220,11 @@ class VersionUploadSerializer(serializers.Serializer):
     )
 
 
-class IngestionKeySerializer(serializers.ModelSerializer):
+class IngestionKeySerializer(StrictModelSerializer):
     class Meta:
         model = IngestionKey
-        fields = ["name", "prefix", "created_at", "revoked_at"]
-        read_only_fields = ["prefix", "created_at", "revoked_at"]
+        fields = ["id", "name", "prefix", "rate", "created_at", "revoked_at"]
+        read_only_fields = ["id", "prefix", "created_at", "revoked_at"]
 
 
 class IngestionKeyCreatedSerializer(IngestionKeySerializer):
@@ -203,7 +244,7 @@ class PredictRowSerializer(serializers.Serializer):
 
 
 class PredictRequestSerializer(serializers.Serializer):
-    rows = PredictRowSerializer(many=True)
+    rows = serializers.ListField(child=PredictRowSerializer(), min_length=1, max_length=settings.MAX_BATCH_ROWS)
 
 
 class PredictionSerializer(serializers.Serializer):
@@ -237,7 +278,7 @@ class CompensateRowSerializer(serializers.Serializer):
 
 
 class CompensateRequestSerializer(serializers.Serializer):
-    rows = CompensateRowSerializer(many=True)
+    rows = serializers.ListField(child=CompensateRowSerializer(), min_length=1, max_length=settings.MAX_BATCH_ROWS)
 
 
 class LabelSerializer(serializers.Serializer):
@@ -246,7 +287,7 @@ class LabelSerializer(serializers.Serializer):
 
 
 class FeedbackRequestSerializer(serializers.Serializer):
-    labels = LabelSerializer(many=True)
+    labels = serializers.ListField(child=LabelSerializer(), min_length=1, max_length=settings.MAX_BATCH_ROWS)
 
 
 class FeedbackResponseSerializer(serializers.Serializer):
@@ -256,17 +297,21 @@ class FeedbackResponseSerializer(serializers.Serializer):
 
 
 class ErrorSerializer(serializers.Serializer):
-    error = serializers.CharField()
-    field = serializers.CharField(required=False)
-    index = serializers.IntegerField(required=False)
+    error = serializers.CharField(help_text="A code: invalid, not_found, conflict, throttled, ...")
+    field = serializers.CharField(required=False, help_text="The field (or query parameter) at fault.")
+    index = serializers.IntegerField(required=False, help_text="The row at fault, in a batch.")
     detail = serializers.CharField()
+    errors = serializers.DictField(required=False, help_text="Every field's messages, for a 400 with several.")
+    request_id = serializers.CharField(
+        required=False, help_text="Also in the X-Request-ID header: the server log has the details under it."
+    )
 
 
 class HealthSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["ok", "degraded", "down"])
-    database = serializers.DictField()
-    broker = serializers.DictField()
-    workers = serializers.DictField()
+    database = serializers.DictField(required=False, help_text="Viewers and up only.")
+    broker = serializers.DictField(required=False, help_text="Viewers and up only.")
+    workers = serializers.DictField(required=False, help_text="Viewers and up only.")
 
 
 class LoopAlertSerializer(serializers.Serializer):

@@ -10,30 +10,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from adaptive.models import Deployment, FlipReport, Job, Release
-from api.serializers_monitoring import QueryDateTimeField, TimeRangeQuerySerializer
+from adaptive.services.retraining import RETRAIN_PARAMS
+from api.serializers_fields import QuerySerializer, StrictCharField, StrictIntegerField, StrictSerializer
+from api.serializers_monitoring import UNTIL_HELP, QueryDateTimeField, TimeRangeQuerySerializer
 
 REASON_HELP = "Why: stored on the release and in the audit log."
 
 
 def _reason(*, required: bool) -> serializers.CharField:
     if required:
-        return serializers.CharField(max_length=2000, help_text=f"Required. {REASON_HELP}")
-    return serializers.CharField(max_length=2000, required=False, allow_blank=True, default="", help_text=REASON_HELP)
+        return StrictCharField(max_length=2000, help_text=f"Required, not only whitespace. {REASON_HELP}")
+    return StrictCharField(max_length=2000, required=False, allow_blank=True, default="", help_text=REASON_HELP)
 
 
 # --- request bodies --------------------------------------------------------------------------------
 
 
-class PromoteRequestSerializer(serializers.Serializer):
-    version = serializers.IntegerField(min_value=1, help_text="Number of the version to put live.")
+class PromoteRequestSerializer(StrictSerializer):
+    version = StrictIntegerField(min_value=1, help_text="Number of the version to put live (400 if there is none).")
     reason = _reason(required=True)
 
 
-class RollbackRequestSerializer(serializers.Serializer):
-    version = serializers.IntegerField(
+class RollbackRequestSerializer(StrictSerializer):
+    version = StrictIntegerField(
         min_value=1,
         required=False,
         allow_null=True,
@@ -43,31 +46,56 @@ class RollbackRequestSerializer(serializers.Serializer):
     reason = _reason(required=True)
 
 
-class RequiredReasonSerializer(serializers.Serializer):
+class RequiredReasonSerializer(StrictSerializer):
     """Pause and reset-memory: the reason is required."""
 
     reason = _reason(required=True)
 
 
-class OptionalReasonSerializer(serializers.Serializer):
+class OptionalReasonSerializer(StrictSerializer):
     """Resume and cancel: a reason is welcome, not required."""
 
     reason = _reason(required=False)
 
 
-class RetrainRequestSerializer(serializers.Serializer):
+def _retrain_params_schema() -> dict[str, Any]:
+    """The JSON schema of a retrain's ``params``, from the table adaptive.services.retraining checks them by."""
+    types = {bool: "boolean", int: "integer", float: "number"}
+    properties: dict[str, Any] = {}
+    for name, spec in RETRAIN_PARAMS.items():
+        prop: dict[str, Any] = {"type": types[spec.kind], "default": spec.default}
+        if spec.low is not None:
+            prop["minimum"] = spec.low
+            if spec.low_open:
+                prop["exclusiveMinimum"] = True
+        if spec.high is not None:
+            prop["maximum"] = spec.high
+        if spec.nullable:
+            prop["nullable"] = True
+        properties[name] = prop
+    return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
+@extend_schema_field(_retrain_params_schema())
+class RetrainParamsField(serializers.DictField):
+    """Checked by adaptive.services.retraining.validate_params (a 400 naming ``params.<name>``)."""
+
+
+class RetrainRequestSerializer(StrictSerializer):
     reason = _reason(required=False)
-    params = serializers.DictField(
+    params = RetrainParamsField(
         required=False,
         default=dict,
         help_text="Training overrides (epochs, learning rate, replay share, distillation, ...); see the retrain job.",
     )
 
 
-class CompareRequestSerializer(serializers.Serializer):
-    old = serializers.IntegerField(min_value=1, help_text="Number of the reference version (usually the live one).")
-    new = serializers.IntegerField(min_value=1, help_text="Number of the version compared with it (a candidate).")
-    reason = serializers.CharField(
+class CompareRequestSerializer(StrictSerializer):
+    old = StrictIntegerField(min_value=1, help_text="Number of the reference version (usually the live one).")
+    new = StrictIntegerField(
+        min_value=1, help_text="Number of the version compared with it (a candidate): not `old`, and both must exist."
+    )
+    reason = StrictCharField(
         max_length=2000,
         required=False,
         allow_blank=True,
@@ -86,22 +114,26 @@ class CompareRequestSerializer(serializers.Serializer):
 
 class ReleaseQuerySerializer(TimeRangeQuerySerializer):
     since = QueryDateTimeField(required=False, help_text="ISO-8601; releases that started at or after this instant.")
-    until = QueryDateTimeField(required=False, help_text="ISO-8601; releases that started strictly before it.")
+    until = QueryDateTimeField(
+        required=False, help_text="ISO-8601; releases that started strictly before it." + UNTIL_HELP
+    )
 
 
-class LiveAtQuerySerializer(serializers.Serializer):
+class LiveAtQuerySerializer(QuerySerializer):
     at = QueryDateTimeField(
         required=False, help_text="ISO-8601 instant (default: now); naive values are read in the server's time zone."
     )
 
 
-class FlipReportQuerySerializer(serializers.Serializer):
+class FlipReportQuerySerializer(QuerySerializer):
     new = serializers.IntegerField(required=False, min_value=1, help_text="Only reports on this (candidate) version.")
     old = serializers.IntegerField(required=False, min_value=1, help_text="Only reports against this version.")
 
 
-class JobQuerySerializer(serializers.Serializer):
-    deployment = serializers.SlugField(required=False, help_text="Only this deployment's jobs (its slug).")
+class JobQuerySerializer(QuerySerializer):
+    deployment = serializers.SlugField(
+        required=False, help_text="Only this deployment's jobs (its slug; 400 if there is no such deployment)."
+    )
     kind = serializers.ChoiceField(choices=Job.Kind.choices, required=False)
     status = serializers.ChoiceField(choices=Job.Status.choices, required=False)
 

@@ -16,6 +16,7 @@ from rest_framework import serializers
 
 from adaptive.ml.drift import DETECTOR_KINDS
 from adaptive.models import Deployment, DriftMetric, ErrorSample, Window
+from api.serializers_fields import QuerySerializer
 
 # A "+01:00" offset typed into a URL without percent-encoding arrives as " 01:00" (a "+" in a query
 # string means a space). Put the plus back rather than refuse the most common way to write a time.
@@ -38,24 +39,34 @@ ORDER_CHOICES = [("asc", "Oldest first"), ("desc", "Newest first")]
 # --- query strings ---------------------------------------------------------------------------------
 
 
-class TimeRangeQuerySerializer(serializers.Serializer):
+UNTIL_HELP = " Must be later than `since` when both are given (a 400 otherwise)."
+
+
+def validate_time_range(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``until`` after ``since``: an empty or reversed range is a typo, not a question (400 naming until)."""
+    since, until = attrs.get("since"), attrs.get("until")
+    if since is not None and until is not None and until <= since:
+        raise serializers.ValidationError({"until": "must be later than since"})
+    return attrs
+
+
+class TimeRangeQuerySerializer(QuerySerializer):
     """``since`` (inclusive) and ``until`` (exclusive) on the endpoint's time column."""
 
-    time_column = "end"  # for the help texts only; the views apply the range
-
     since = QueryDateTimeField(required=False, help_text="ISO-8601; only rows at or after this instant.")
-    until = QueryDateTimeField(required=False, help_text="ISO-8601; only rows strictly before this instant.")
+    until = QueryDateTimeField(
+        required=False, help_text="ISO-8601; only rows strictly before this instant." + UNTIL_HELP
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        since, until = attrs.get("since"), attrs.get("until")
-        if since is not None and until is not None and until <= since:
-            raise serializers.ValidationError({"until": "must be later than since"})
-        return attrs
+        return validate_time_range(attrs)
 
 
 class WindowQuerySerializer(TimeRangeQuerySerializer):
     since = QueryDateTimeField(required=False, help_text="ISO-8601; windows that end at or after this instant.")
-    until = QueryDateTimeField(required=False, help_text="ISO-8601; windows that end strictly before this instant.")
+    until = QueryDateTimeField(
+        required=False, help_text="ISO-8601; windows that end strictly before this instant." + UNTIL_HELP
+    )
     version = serializers.IntegerField(required=False, min_value=1, help_text="Only windows served by this version.")
     order = serializers.ChoiceField(
         choices=ORDER_CHOICES, default="asc", help_text="By window end: `asc` draws a curve, `desc` gives the latest."
@@ -77,17 +88,20 @@ class DriftQuerySerializer(WindowQuerySerializer):
     )
 
 
-class VersionQuerySerializer(serializers.Serializer):
+class VersionQuerySerializer(QuerySerializer):
     version = serializers.IntegerField(
         required=False,
         min_value=1,
-        help_text="A version number of a hosted deployment; defaults to the live version.",
+        help_text="A version number of a hosted deployment (400 if it has no such version, or is external); "
+        "defaults to the live version.",
     )
 
 
-class SampleQuerySerializer(serializers.Serializer):
+class SampleQuerySerializer(QuerySerializer):
     since = QueryDateTimeField(required=False, help_text="ISO-8601; samples written at or after this instant.")
-    until = QueryDateTimeField(required=False, help_text="ISO-8601; samples written strictly before this instant.")
+    until = QueryDateTimeField(
+        required=False, help_text="ISO-8601; samples written strictly before this instant." + UNTIL_HELP
+    )
     version = serializers.IntegerField(required=False, min_value=1, help_text="Only samples of this version's memory.")
     # default=None: DRF reads a missing boolean in a query string as False (an unticked checkbox).
     active = serializers.BooleanField(
@@ -95,7 +109,8 @@ class SampleQuerySerializer(serializers.Serializer):
     )
     label = serializers.IntegerField(required=False, min_value=0, help_text="Only samples with this class index.")
 
-    validate = TimeRangeQuerySerializer.validate
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return validate_time_range(attrs)
 
 
 # --- windows and drift -----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from api.views import actions, dashboard, health, ingest, monitoring, registry
+from api.views import actions, dashboard, health, ingest, monitoring, registry, tokens
 
 app_name = "api"
 
@@ -14,6 +14,7 @@ urlpatterns = [
     path("deployments/<slug:slug>/versions", registry.VersionListView.as_view(), name="version-list"),
     path("deployments/<slug:slug>/versions/<int:number>", registry.VersionDetailView.as_view(), name="version-detail"),
     path("deployments/<slug:slug>/keys", registry.IngestionKeyListView.as_view(), name="key-list"),
+    path("deployments/<slug:slug>/keys/<int:id>/revoke", registry.IngestionKeyRevokeView.as_view(), name="key-revoke"),
     path("deployments/<slug:slug>/predict", ingest.PredictView.as_view(), name="predict"),
     path("deployments/<slug:slug>/compensate", ingest.CompensateView.as_view(), name="compensate"),
     path("deployments/<slug:slug>/feedback", ingest.FeedbackView.as_view(), name="feedback"),
@@ -44,6 +45,8 @@ urlpatterns = [
         actions.FlipReportDetailView.as_view(),
         name="flip-report-detail",
     ),
+    path("tokens", tokens.TokenListView.as_view(), name="token-list"),
+    path("tokens/<int:id>/revoke", tokens.TokenRevokeView.as_view(), name="token-revoke"),
     path("jobs", actions.JobListView.as_view(), name="job-list"),
     path("jobs/<int:id>", actions.JobDetailView.as_view(), name="job-detail"),
     path("jobs/<int:id>/cancel", actions.JobCancelView.as_view(), name="job-cancel"),

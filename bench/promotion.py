@@ -112,11 +112,11 @@ def set_up(flights: Flights, events: int, seed: int) -> Setup:
     """v1 live with ``events`` labeled events in its memory; v2, v3, v4 uploaded, never warmed; an operator."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
-    from rest_framework.authtoken.models import Token
 
     from adaptive.models import Deployment
     from adaptive.services import ingest, memory
     from adaptive.services.registry import upload_version
+    from adaptive.services.tokens import create_token
 
     spec = build_model_spec(flights, "deepfm", seed)
     fixture = create_deployment(SLUG, flights, spec, memory_capacity=events)
@@ -138,8 +138,8 @@ def set_up(flights: Flights, events: int, seed: int) -> Setup:
             raise BenchError(f"expected v{number}, uploaded v{version.number}")
     user = get_user_model().objects.create_user(OPERATOR, password=secrets.token_urlsafe(16))
     user.groups.add(Group.objects.get(name="operator"))
-    token, _ = Token.objects.get_or_create(user=user)
-    return Setup(fixture.deployment_id, fixture.raw_key, token.key, FIT_ROWS + events, serve_s)
+    _, token = create_token(user=user, name="bench", actor=None)
+    return Setup(fixture.deployment_id, fixture.raw_key, token, FIT_ROWS + events, serve_s)
 
 
 # --- work done by a worker process ------------------------------------------------------------------------

@@ -102,13 +102,13 @@ def create_fixture(samples: int, seed: int) -> Fixture:
     import torch
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
-    from rest_framework.authtoken.models import Token
 
     from adaptive.ml.architectures import build_model
     from adaptive.ml.preprocessing import fit_preprocessing, input_spec, parse_schema
     from adaptive.ml.weights import state_dict_to_bytes
     from adaptive.services import releases
     from adaptive.services.registry import create_deployment, upload_version
+    from adaptive.services.tokens import create_token
 
     deployment, _ = create_deployment(
         fields={
@@ -143,8 +143,8 @@ def create_fixture(samples: int, seed: int) -> Fixture:
     releases.promote(deployment=deployment, number=2, actor=None, reason="bench: v2 live")
     user = get_user_model().objects.create_user(OPERATOR, password=secrets.token_urlsafe(16))
     user.groups.add(Group.objects.get(name="operator"))
-    token, _ = Token.objects.get_or_create(user=user)
-    return Fixture(deployment.pk, versions, hidden_dim, token.key)
+    _, token = create_token(user=user, name="bench", actor=None)
+    return Fixture(deployment.pk, versions, hidden_dim, token)
 
 
 def fill_memories(db: str, fixture: Fixture, samples: int, seed: int) -> None:

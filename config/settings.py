@@ -13,6 +13,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_choice, env_int, env_list, env_str
+from config.rates import env_rate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR") or BASE_DIR / "var")
@@ -37,7 +38,10 @@ CSRF_COOKIE_SECURE = HTTPS
 SECURE_HSTS_SECONDS = 31_536_000 if HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_HSTS_PRELOAD = HTTPS
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_PROXY", False) else None
+# Behind one reverse proxy that sets X-Forwarded-Proto and appends X-Forwarded-For: only then are they
+# trusted (the scheme for HTTPS; the client address for throttles, config.ratelimit.client_ip).
+BEHIND_PROXY = env_bool("BEHIND_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_PROXY else None
 SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
@@ -51,7 +55,6 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "adaptive",
@@ -60,8 +63,14 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that every answer (also a redirect or 429 of the middleware below) gets its
+    # X-Request-ID, and every error on an /api/ path answers JSON.
+    "api.middleware_errors.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "config.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before sessions and authentication: a blocked address costs one cache read.
+    "api.middleware.AuthFailureThrottleMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -110,7 +119,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
@@ -157,14 +166,20 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "api.authentication.IngestionKeyAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        # Users' tokens, hashed (adaptive.models.ApiToken): DRF's authtoken kept them in plain text.
+        "api.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["api.permissions.IsViewer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # A bad limit or offset is a 400, not a silent default (api.pagination).
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "api.errors.exception_handler",
+    # A JSON API: bodies are JSON (the version upload, multipart, says so itself), and typed fields
+    # are not read from form strings (api.serializers_fields).
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Adaptive control room API",
@@ -175,6 +190,11 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The answers no view documents itself (401, 403, 404, 413, 429, ...) and closed request bodies.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema_hooks.document_common_errors",
+    ],
     "COMPONENT_SPLIT_REQUEST": True,
     # Swagger UI assets ship in a package: the docs work offline, no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -230,6 +250,66 @@ WORKER_UNHEALTHY_AFTER = env_int("WORKER_UNHEALTHY_AFTER", 3, minimum=1)
 JOB_WAIT_WARN_SECONDS = env_int("JOB_WAIT_WARN_SECONDS", 60, minimum=1)
 LABEL_LAG_WARN_SECONDS = env_int("LABEL_LAG_WARN_SECONDS", 60, minimum=1)
 WINDOW_LAG_WARN_SECONDS = env_int("WINDOW_LAG_WARN_SECONDS", 120, minimum=1)
+
+# --- Cache --------------------------------------------------------------------------------------
+# Shared by every process: throttle and lockout counters (config.ratelimit) must be, or each gunicorn
+# worker would count alone; health keeps the workers' state here for 5 s. The embedded default is a
+# directory (config.filecache: atomic counters across processes, no server, no table to create, and
+# a failed log-in does not queue for SQLite's single write lock); several hosts need Redis.
+CACHE_URL = env_str("CACHE_URL") or f"file://{VAR_DIR / 'cache'}"
+if CACHE_URL.startswith(("redis://", "rediss://")):
+    # Clearing the cache (tests do, per test) flushes its whole Redis database: never the broker's.
+    if CACHE_URL.rstrip("/") in {CELERY_BROKER_URL.rstrip("/"), CELERY_RESULT_BACKEND.rstrip("/")}:
+        raise ImproperlyConfigured("CACHE_URL must be another Redis database than the Celery broker's")
+    CACHES: dict[str, dict[str, object]] = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    }
+elif CACHE_URL.startswith("file://"):
+    CACHES = {
+        "default": {
+            "BACKEND": "config.filecache.LockingFileBasedCache",
+            "LOCATION": str(Path(CACHE_URL.removeprefix("file://")).resolve()),
+            # Django culls a third of the entries past MAX_ENTRIES (300 by default): enough room that
+            # counters of many addresses at once are not dropped. Each new entry lists the directory.
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
+        }
+    }
+else:
+    raise ImproperlyConfigured(f"CACHE_URL must start with file://, redis:// or rediss://, got {CACHE_URL!r}")
+
+# --- Throttles and lockouts (config.ratelimit) ---------------------------------------------------
+# Rates are "N/period": "20/min", "1000/10s", "5000/hour"; windows are fixed.
+# Failed API authentications (a 401 to a request that carried credentials) per client address; past
+# it, the address gets 429 on /api/ (health excepted) until the window ends. Empty: off.
+AUTH_FAILURES_PER_IP = env_rate("AUTH_FAILURES_PER_IP", "20/min")
+# Requests per ingestion key to predict, compensate and feedback, for keys without a rate of their
+# own (IngestionKey.rate). Empty: unlimited.
+INGESTION_KEY_RATE = env_rate("INGESTION_KEY_RATE", "")
+# Dashboard and admin log-in: LOGIN_FAILURES_LIMIT wrong passwords for one username, or
+# LOGIN_FAILURES_PER_IP from one address, within LOGIN_LOCKOUT_SECONDS lock that username (or
+# address) for LOGIN_LOCKOUT_SECONDS, the right password included. A success clears the username's
+# count. 0: no lockout.
+LOGIN_FAILURES_LIMIT = env_int("LOGIN_FAILURES_LIMIT", 5, minimum=0)
+LOGIN_FAILURES_PER_IP = env_int("LOGIN_FAILURES_PER_IP", 20, minimum=0)
+LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 300, minimum=1)
+
+# --- Content-Security-Policy (config.csp) --------------------------------------------------------
+# Sent with every HTML page; the longest matching path prefix picks the policy. The dashboard loads
+# only its own scripts, styles and images (no inline code, no CDN). "{nonce}" is a fresh nonce per
+# request, given to templates as request.csp_nonce.
+_CSP_BASE = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+CONTENT_SECURITY_POLICIES = {
+    "/": f"{_CSP_BASE}; script-src 'self'; style-src 'self'",
+    # Swagger UI: drf-spectacular's page has one inline script and one inline style, which carry the
+    # nonce (templates/drf_spectacular/swagger_ui.html).
+    "/api/docs/": f"{_CSP_BASE}; script-src 'self' 'nonce-{{nonce}}'; style-src 'self' 'nonce-{{nonce}}'",
+    # Django's admin and DRF's browsable API write inline style attributes (no inline scripts).
+    "/admin/": f"{_CSP_BASE}; script-src 'self'; style-src 'self' 'unsafe-inline'",
+    "/api/": f"{_CSP_BASE}; script-src 'self'; style-src 'self' 'unsafe-inline'",
+}
 
 LOGGING = {
     "version": 1,

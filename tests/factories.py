@@ -45,7 +45,8 @@ class UserFactory(factory.django.DjangoModelFactory):
     @factory.post_generation
     def role(self, create: bool, extracted: str | None, **kwargs: Any) -> None:
         if create and extracted:
-            self.groups.add(Group.objects.get(name=extracted))
+            # get_or_create: a transactional test before this one may have flushed the roles migration's groups.
+            self.groups.add(Group.objects.get_or_create(name=extracted)[0])
         if create:
             self.save()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import subprocess
@@ -50,3 +51,46 @@ def test_bad_boolean_in_environment_fails_loudly():
 def test_bad_device_choice_fails_loudly():
     result = _manage("check", SECRET_KEY="x" * 60, ADAPTIVE_DEVICE="tpu")
     assert "ADAPTIVE_DEVICE must be one of" in result.stderr
+
+
+def test_a_bad_rate_in_environment_fails_loudly():
+    result = _manage("check", SECRET_KEY="x" * 60, AUTH_FAILURES_PER_IP="lots")
+    assert result.returncode != 0
+    assert "AUTH_FAILURES_PER_IP: 'lots' is not a rate" in result.stderr
+
+
+def test_the_cache_may_not_share_the_brokers_redis_database():
+    # Tests clear the cache per test, which flushes its whole Redis database: the queues with it.
+    url = "redis://127.0.0.1:6379/3"
+    result = _manage("check", SECRET_KEY="x" * 60, CELERY_BROKER_URL=url, CACHE_URL=url)
+    assert result.returncode != 0
+    assert "CACHE_URL must be another Redis database" in result.stderr
+
+
+def test_passwords_shorter_than_12_characters_are_refused(client, db):
+    from django.contrib.auth import get_user_model
+
+    admin = get_user_model().objects.create_superuser("root-admin", password="pw-for-tests-123")
+    client.force_login(admin)
+    form = {"username": "newbie", "usable_password": "true"}
+
+    short = client.post("/admin/auth/user/add/", {**form, "password1": "Tr0ub4dor&3", "password2": "Tr0ub4dor&3"})
+    assert short.status_code == 200
+    assert "at least 12 characters" in short.content.decode()
+    assert not get_user_model().objects.filter(username="newbie").exists()
+
+    ok = client.post("/admin/auth/user/add/", {**form, "password1": "Tr0ub4dor&3x", "password2": "Tr0ub4dor&3x"})
+    assert ok.status_code == 302
+    assert get_user_model().objects.get(username="newbie").check_password("Tr0ub4dor&3x")
+
+
+def test_ensure_admin_makes_a_password_that_passes_the_validators(settings, tmp_path, db):
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.management import call_command
+
+    settings.VAR_DIR = tmp_path
+    call_command("ensure_admin", "--username", "first-admin", stdout=io.StringIO())
+
+    password = (tmp_path / "admin-password").read_text().strip()
+    assert len(password) >= 12
+    validate_password(password)

@@ -165,7 +165,15 @@ def keys_from_hidden(h: torch.Tensor, key_mean: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"key_mean {list(key_mean.shape)} does not match hidden activations {list(h.shape)}")
     # F.normalize's arithmetic, x / max(|x|, eps), in one op fewer (it also expands the norms).
     centred = h - key_mean
-    return centred / torch.linalg.vector_norm(centred, dim=1, keepdim=True).clamp_min(KEY_NORM_EPS)
+    norms = torch.linalg.vector_norm(centred, dim=1, keepdim=True)
+    if not bool(torch.isfinite(norms).all()):
+        # The sum of squares of large finite values overflows float32 (41 values of 1e20 do);
+        # float64 holds it, and the unit vector fits float32 again. Rows with an infinite or NaN
+        # value stay non-finite: callers refuse them (adaptive.services.serving).
+        wide = centred.double()
+        norms64 = torch.linalg.vector_norm(wide, dim=1, keepdim=True).clamp_min(KEY_NORM_EPS)
+        return (wide / norms64).to(centred.dtype)
+    return centred / norms.clamp_min(KEY_NORM_EPS)
 
 
 def extract_keys(model: TabularModel, batch: TabularBatch, key_mean: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -26,12 +25,20 @@ from typing import Any, Final
 import numpy as np
 import torch
 
+from adaptive.ml.limits import (
+    FLOAT32_MAX,
+    MAX_CATEGORY_LENGTH,
+    MAX_FEATURES,
+    MAX_NAME_LENGTH,
+    MAX_STANDARDISED,
+    is_float32,
+)
+
 NUMERIC: Final = "numeric"
 CATEGORICAL: Final = "categorical"
 FEATURE_TYPES: Final = (NUMERIC, CATEGORICAL)
 
-_FLOAT64_MAX: Final = sys.float_info.max
-_FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
+_FLOAT32_MAX: Final = FLOAT32_MAX
 
 # Index of the bucket shared by every categorical value the vocab does not know.
 UNKNOWN_INDEX: Final = 0
@@ -87,6 +94,8 @@ def parse_schema(obj: object) -> FeatureSchema:
         raise SchemaError(f"feature schema must be a list of features, got {_describe(obj)}")
     if not obj:
         raise SchemaError("feature schema must list at least one feature")
+    if len(obj) > MAX_FEATURES:
+        raise SchemaError(f"feature schema lists {len(obj)} features, over the limit of {MAX_FEATURES}")
     names: list[str] = []
     numeric: list[str] = []
     categorical: list[str] = []
@@ -100,6 +109,8 @@ def parse_schema(obj: object) -> FeatureSchema:
         name = entry.get("name")
         if not isinstance(name, str) or not name.strip():
             raise SchemaError(f"feature {position}: name must be a non-empty string, got {name!r}")
+        if len(name) > MAX_NAME_LENGTH or "\x00" in name:
+            raise SchemaError(f"feature {position}: name must have at most {MAX_NAME_LENGTH} characters and no NUL")
         if name != name.strip():
             # " carrier" and "carrier" would look identical in the dashboard but never match a row.
             raise SchemaError(f"feature {position}: name {name!r} has leading or trailing whitespace")
@@ -246,8 +257,8 @@ def _check_numeric_stats(name: str, entry: object) -> None:
         raise PreprocessingError(f"{name}: numeric stats must be an object with exactly 'mean' and 'std'")
     for key in ("mean", "std"):
         value = entry[key]
-        if not _is_number(value) or not math.isfinite(value):
-            raise PreprocessingError(f"{name}: {key} must be a finite number, got {value!r}")
+        if not is_float32(value):
+            raise PreprocessingError(f"{name}: {key} must be a finite number (in float32), got {value!r}")
     if entry["std"] < 0:
         raise PreprocessingError(f"{name}: std must be >= 0, got {entry['std']!r}")
 
@@ -262,6 +273,8 @@ def _check_categorical_stats(name: str, entry: object) -> None:
     for item in vocab:
         if not isinstance(item, str):
             raise PreprocessingError(f"{name}: vocab items must be strings, got {item!r}")
+        if len(item) > MAX_CATEGORY_LENGTH:
+            raise PreprocessingError(f"{name}: vocab items must have at most {MAX_CATEGORY_LENGTH} characters")
         if item in seen:
             raise PreprocessingError(f"{name}: vocab has duplicate value {item!r}")
         seen.add(item)
@@ -288,7 +301,7 @@ def fit_preprocessing(
     if not rows:
         raise PreprocessingError("cannot fit preprocessing stats on zero rows")
     indexes = [_FirstSeenIndex() for _ in schema.categorical]
-    raw, codes = _read_rows(schema, rows, indexes, [(-_FLOAT64_MAX, _FLOAT64_MAX)] * len(schema.numeric))
+    raw, codes = _read_rows(schema, rows, indexes, [(-_FLOAT32_MAX, _FLOAT32_MAX)] * len(schema.numeric))
 
     numeric: dict[str, dict[str, float]] = {}
     for column, name in enumerate(schema.numeric):
@@ -335,13 +348,14 @@ class FeatureEncoder:
         self._indexes = tuple(
             _VocabIndex({value: i + 1 for i, value in enumerate(vocabs[name]["vocab"])}) for name in schema.categorical
         )
-        # Raw values whose standardised value fits float32, checked per value while reading so the
-        # first bad value in the batch is the one reported. The margin absorbs float64 rounding.
-        with np.errstate(over="ignore"):  # a huge std overflows to inf: then only float64 bounds apply
-            span = self._std * (_FLOAT32_MAX * 0.999)
+        # Raw values must be finite float32 numbers within MAX_STANDARDISED training standard
+        # deviations of the training mean (limits.py), checked per value while reading so the first
+        # bad value in the batch is the one reported.
+        with np.errstate(over="ignore"):  # a huge std overflows to inf: then only the float32 bounds apply
+            span = self._std * MAX_STANDARDISED
             lows, highs = (self._mean - span).tolist(), (self._mean + span).tolist()
         self._bounds = [
-            (max(low, -_FLOAT64_MAX), min(high, _FLOAT64_MAX)) for low, high in zip(lows, highs, strict=True)
+            (max(low, -_FLOAT32_MAX), min(high, _FLOAT32_MAX)) for low, high in zip(lows, highs, strict=True)
         ]
         self.spec = InputSpec(
             n_numeric=len(schema.numeric),
@@ -426,11 +440,13 @@ def _read_rows(
                     value = _as_number(i, name, value)
                 # One comparison rejects NaN and infinities too (NaN compares false).
                 if not low <= value <= high:
-                    raise _range_problem(i, name, value)
+                    raise _range_problem(i, name, value, low, high)
                 numeric[numeric_base + column] = value
             else:
                 if kind is str:
                     key = value
+                    if len(key) > MAX_CATEGORY_LENGTH:
+                        raise RowError(i, name, f"categories have at most {MAX_CATEGORY_LENGTH} characters")
                 elif kind is bool:
                     key = "true" if value else "false"
                 elif kind is int:
@@ -458,6 +474,8 @@ def _as_number(index: int, name: str, value: object) -> float:
 def _as_category(index: int, name: str, value: object) -> str:
     """The key of a non-builtin category (numpy.int64, numpy.str_); floats and containers are errors."""
     if isinstance(value, str):
+        if len(value) > MAX_CATEGORY_LENGTH:
+            raise RowError(index, name, f"categories have at most {MAX_CATEGORY_LENGTH} characters")
         return str(value)
     if isinstance(value, np.bool_):
         return "true" if value else "false"
@@ -466,10 +484,15 @@ def _as_category(index: int, name: str, value: object) -> str:
     raise RowError(index, name, f"expected a string, integer or boolean, got {_describe(value)}")
 
 
-def _range_problem(index: int, name: str, value: float) -> RowError:
+def _range_problem(index: int, name: str, value: float, low: float, high: float) -> RowError:
     if isinstance(value, float) and not math.isfinite(value):
         return RowError(index, name, f"must be a finite number, got {value}")
-    return RowError(index, name, "number out of range")
+    return RowError(
+        index,
+        name,
+        f"number out of range: this model accepts {low:.6g} to {high:.6g} (finite in float32 and within "
+        f"{MAX_STANDARDISED:g} standard deviations of its training mean)",
+    )
 
 
 def _key_problem(schema: FeatureSchema, index: int, row: dict[Any, Any]) -> RowError:

@@ -22,10 +22,10 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from adaptive.errors import Conflict, InvalidInput
+from adaptive.ml.limits import MAX_CATEGORY_LENGTH, MAX_FEATURES, MAX_ID_LENGTH, MAX_NAME_LENGTH, is_float32
 from adaptive.models import Deployment, Event, ModelVersion, Task
 from adaptive.services.serving import Scored, score_external, score_hosted
 
-MAX_ID_LENGTH = 128
 _DEADLOCK_RETRIES = 3
 
 
@@ -231,10 +231,7 @@ def parse_external(
             raise InvalidInput(sorted(extra)[0], f"unknown field (allowed: {allowed})", index=index)
         ids.append(_external_id(row, index, seen))
         times.append(_timestamp(row.get("ts"), index, received_at))
-        row_features = row.get("features", {})
-        if not isinstance(row_features, dict):
-            raise InvalidInput("features", "must be an object when given", index=index)
-        features.append(row_features)
+        features.append(_free_features(row.get("features", {}), index))
         if multiclass:
             scores.append(_probability_vector(row.get("proba"), n_classes, index))
         else:
@@ -245,6 +242,26 @@ def parse_external(
 
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _free_features(value: Any, index: int) -> dict[str, Any]:
+    """An external row's features, stored for drift and retraining: checked like a hosted row's
+    values are, without a schema (names, finite float32 numbers, short categories, or null)."""
+    if not isinstance(value, dict):
+        raise InvalidInput("features", "must be an object when given", index=index)
+    if len(value) > MAX_FEATURES:
+        raise InvalidInput("features", f"at most {MAX_FEATURES} features", index=index)
+    for name, item in value.items():
+        if len(name) > MAX_NAME_LENGTH:
+            raise InvalidInput("features", f"feature names have at most {MAX_NAME_LENGTH} characters", index=index)
+        if item is None or isinstance(item, bool):
+            continue
+        if isinstance(item, str):
+            if len(item) > MAX_CATEGORY_LENGTH:
+                raise InvalidInput(name, f"categories have at most {MAX_CATEGORY_LENGTH} characters", index=index)
+        elif not is_float32(item):
+            raise InvalidInput(name, "must be a finite float32 number, a string, a boolean or null", index=index)
+    return value
 
 
 def _probability(value: Any, field: str, index: int) -> float:
@@ -265,8 +282,8 @@ def _probability_vector(value: Any, n_classes: int, index: int) -> list[float]:
 def _key_vector(value: Any, dim: int, index: int) -> list[float]:
     if not isinstance(value, list) or len(value) != dim:
         raise InvalidInput("key", f"required, a list of {dim} numbers (the deployment's key_dim)", index=index)
-    if not all(_finite(v) for v in value):
-        raise InvalidInput("key", "must contain only finite numbers", index=index)
+    if not all(is_float32(v) for v in value):
+        raise InvalidInput("key", "must contain only numbers that are finite in float32 (|x| <= 3.4e38)", index=index)
     return value
 
 

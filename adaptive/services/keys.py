@@ -10,8 +10,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from adaptive.errors import InvalidInput
 from adaptive.models import AuditEntry, Deployment, IngestionKey
 from adaptive.services import audit
+from config.rates import parse_rate
 
 _PREFIX_LEN = 10
 
@@ -20,8 +22,15 @@ def _hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def create_key(*, deployment: Deployment, name: str, actor: Any) -> tuple[IngestionKey, str]:
-    """Create a key and return it with the raw secret, which is not stored anywhere."""
+def create_key(*, deployment: Deployment, name: str, actor: Any, rate: str = "") -> tuple[IngestionKey, str]:
+    """Create a key and return it with the raw secret, which is not stored anywhere.
+
+    ``rate`` limits its requests (api.throttling), e.g. "1000/min"; empty: the INGESTION_KEY_RATE setting.
+    """
+    try:
+        parse_rate(rate)
+    except ValueError as exc:
+        raise InvalidInput("rate", str(exc)) from exc
     prefix = secrets.token_hex(_PREFIX_LEN // 2)
     raw = f"ik_{prefix}_{secrets.token_urlsafe(32)}"
     with transaction.atomic():
@@ -30,13 +39,14 @@ def create_key(*, deployment: Deployment, name: str, actor: Any) -> tuple[Ingest
             name=name,
             prefix=prefix,
             key_hash=_hash(raw),
+            rate=rate,
             created_by=audit.user_of(actor),
         )
         audit.record(
             action=AuditEntry.Action.CREATE_KEY,
             deployment=deployment,
             actor=actor,
-            details={"key": name, "prefix": prefix},
+            details={"key": name, "prefix": prefix, "rate": rate},
         )
     return key, raw
 
@@ -52,6 +62,7 @@ def find_active_key(raw: str) -> IngestionKey | None:
 
 
 def revoke_key(*, key: IngestionKey, actor: Any, reason: str = "") -> IngestionKey:
+    """Revoke ``key`` at once; revoking it again changes nothing (same revoked_at, one audit entry)."""
     with transaction.atomic():
         updated = IngestionKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
         if updated:
@@ -60,7 +71,7 @@ def revoke_key(*, key: IngestionKey, actor: Any, reason: str = "") -> IngestionK
                 deployment=key.deployment,
                 actor=actor,
                 reason=reason,
-                details={"key": key.name, "prefix": key.prefix},
+                details={"key": key.name, "key_id": key.pk, "prefix": key.prefix},
             )
     key.refresh_from_db()
     return key

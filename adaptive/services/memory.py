@@ -45,6 +45,7 @@ from adaptive.ml.architectures import logits_to_proba
 from adaptive.ml.compensation import keys_from_hidden
 from adaptive.ml.preprocessing import FeatureEncoder, RowError, TabularBatch
 from adaptive.models import Deployment, ErrorSample, Event, ModelVersion
+from adaptive.services.serving import non_finite_rows
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,9 @@ def warm(deployment: Deployment, version: ModelVersion, *, limit: int | None = N
         written += part
     seconds["write"] = time.perf_counter() - started
     if skipped:
-        log.warning("warm-up of v%s: %s events no longer encode and were left out", version.number, skipped)
+        log.warning(
+            "warm-up of v%s: %s events no longer encode (or score finitely) and were left out", version.number, skipped
+        )
     return WarmUp(written, skipped, revision, seconds)
 
 
@@ -398,7 +401,16 @@ def _embed(deployment: Deployment, version: ModelVersion, rows: _Labeled) -> tup
         with torch.inference_mode():
             h = loaded.model.embed(batch)
             proba = logits_to_proba(loaded.model.head(h)).double()
-            keys = runtime.encode_keys(keys_from_hidden(h, loaded.key_mean))
+            key_rows = keys_from_hidden(h, loaded.key_mean)
+            bad = non_finite_rows(proba, key_rows)
+            if bool(bad.any()):
+                # A row this version's model cannot score finitely: skipped (and counted), never a
+                # sample that would fail every read of the memory.
+                good = ~bad
+                kept = [i for i, ok in zip(kept, good.tolist(), strict=True) if ok]
+                skipped += int(bad.sum())
+                proba, key_rows = proba[good], key_rows[good]
+            keys = runtime.encode_keys(key_rows)
         vectors: list[list[float]] | None = proba.tolist() if proba.dim() == 2 else None
         scores: list[float] = [max(v) for v in vectors] if vectors is not None else proba.tolist()
         for j, i in enumerate(kept):

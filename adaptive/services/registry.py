@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+import numpy as np
 import torch
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -14,7 +14,15 @@ from django.utils import timezone
 from adaptive import artifacts
 from adaptive.errors import Conflict, InvalidInput
 from adaptive.ml.architectures import ArchitectureError, build_model
-from adaptive.ml.preprocessing import PreprocessingError, input_spec, parse_schema, validate_preprocessing
+from adaptive.ml.limits import MAX_CATEGORY_LENGTH, MAX_NOTES_LENGTH, is_float32
+from adaptive.ml.preprocessing import (
+    NUMERIC,
+    FeatureSchema,
+    PreprocessingError,
+    input_spec,
+    parse_schema,
+    validate_preprocessing,
+)
 from adaptive.ml.weights import WeightsError, check_state_dict, load_state_dict_bytes
 from adaptive.models import AuditEntry, Deployment, ModelVersion, Release
 from adaptive.services import audit
@@ -75,38 +83,64 @@ def validate_spec(deployment: Deployment, spec: Any) -> dict[str, Any]:
     except PreprocessingError as exc:
         raise InvalidInput("spec.preprocessing", str(exc)) from exc
     threshold = spec.get("threshold", 0.5)
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold < 1:
-        raise InvalidInput("spec.threshold", "must be a number strictly between 0 and 1")
+    # Checked in float32, the dtype scores are compared in: 0.999999999 would round to 1.
+    if not is_float32(threshold) or not 0 < float(np.float32(threshold)) < 1:
+        raise InvalidInput("spec.threshold", "must be a number strictly between 0 and 1 (in float32)")
     key_mean = spec.get("key_mean")
-    if key_mean is not None and (
-        not isinstance(key_mean, list)
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in key_mean)
-    ):
-        raise InvalidInput("spec.key_mean", "must be a list of finite numbers")
-    for name in ("notes",):
-        if name in spec and not isinstance(spec[name], str):
-            raise InvalidInput(f"spec.{name}", "must be a string")
+    if key_mean is not None and (not isinstance(key_mean, list) or not all(is_float32(v) for v in key_mean)):
+        raise InvalidInput("spec.key_mean", "must be a list of numbers that are finite in float32 (|x| <= 3.4e38)")
+    notes = spec.get("notes", "")
+    if not isinstance(notes, str) or len(notes) > MAX_NOTES_LENGTH:
+        raise InvalidInput("spec.notes", f"must be a string of at most {MAX_NOTES_LENGTH} characters")
     if "metrics" in spec and not isinstance(spec["metrics"], dict):
         raise InvalidInput("spec.metrics", "must be a JSON object")
     if "profile" in spec:
-        _check_profile(spec["profile"], set(schema.names))
+        _check_profile(spec["profile"], schema, max(2, len(deployment.classes)))
     return {**spec, "config": config, "threshold": float(threshold)}
 
 
-def _check_profile(profile: Any, feature_names: set[str]) -> None:
-    """A training reference for drift: {"features": {name: [values]}, "prediction": [...], "label": [...]}."""
-    if not isinstance(profile, dict) or set(profile) - {"features", "prediction", "label"}:
-        raise InvalidInput("spec.profile", "must be an object with features, prediction and label samples")
+def _check_profile(profile: Any, schema: FeatureSchema, n_classes: int) -> None:
+    """A training reference for drift: {"features": {name: [values]}, "prediction": [...],
+    "label": [...], "error": [...]}, as ``monitoring.training_profile`` writes it.
+
+    Every value is checked against its column's type: a numeric column holding strings used to be
+    stored, then silently left out of every drift test.
+    """
+    if not isinstance(profile, dict) or set(profile) - {"features", "prediction", "label", "error"}:
+        raise InvalidInput("spec.profile", "must be an object with features, prediction, label and error samples")
     features = profile.get("features", {})
-    if not isinstance(features, dict) or set(features) - feature_names:
+    if not isinstance(features, dict) or set(features) - set(schema.names):
         raise InvalidInput("spec.profile.features", "must map the schema's feature names to lists of values")
+    numeric = set(schema.numeric)
     columns = {
-        **{f"features.{k}": v for k, v in features.items()},
-        **{k: profile[k] for k in ("prediction", "label") if k in profile},
+        **{f"features.{k}": (v, "numeric" if k in numeric else "categorical") for k, v in features.items()},
+        **{k: (profile[k], "probability") for k in ("prediction", "error") if k in profile},
+        **({"label": (profile["label"], "label")} if "label" in profile else {}),
     }
-    for name, values in columns.items():
+    for name, (values, kind) in columns.items():
         if not isinstance(values, list) or len(values) > MAX_PROFILE_VALUES:
             raise InvalidInput(f"spec.profile.{name}", f"must be a list of at most {MAX_PROFILE_VALUES} values")
+        for value in values:
+            if value is not None and not _profile_value_ok(value, kind, n_classes):
+                raise InvalidInput(f"spec.profile.{name}", f"{_PROFILE_RULES[kind]}, or null; got {value!r:.60}")
+
+
+_PROFILE_RULES = {
+    NUMERIC: "values must be numbers that are finite in float32",
+    "categorical": f"values must be strings of at most {MAX_CATEGORY_LENGTH} characters, integers or booleans",
+    "probability": "values must be numbers in [0, 1]",
+    "label": "values must be class indexes",
+}
+
+
+def _profile_value_ok(value: Any, kind: str, n_classes: int) -> bool:
+    if kind == NUMERIC:
+        return is_float32(value)
+    if kind == "categorical":
+        return isinstance(value, bool | int) or (isinstance(value, str) and len(value) <= MAX_CATEGORY_LENGTH)
+    if kind == "probability":
+        return is_float32(value) and 0.0 <= value <= 1.0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < n_classes
 
 
 def check_weights(deployment: Deployment, spec: dict[str, Any], data: bytes) -> None:
@@ -205,10 +239,15 @@ def upload_version(*, deployment: Deployment, spec: Any, weights: bytes, actor: 
 
 
 def _same_spec(version: ModelVersion, spec: dict[str, Any]) -> bool:
+    """The whole spec, notes and profile included: the same weights with a new drift profile or new
+    notes are a new version, not a retry (a retry used to get the old version back, silently)."""
     return (
         version.architecture == spec["architecture"]
         and version.config == spec["config"]
         and version.preprocessing == spec["preprocessing"]
         and version.key_mean == spec.get("key_mean")
         and version.threshold == spec["threshold"]
+        and version.profile == spec.get("profile", {})
+        and version.notes == spec.get("notes", "")
+        and version.metrics == spec.get("metrics", {})
     )

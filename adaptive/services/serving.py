@@ -43,6 +43,7 @@ def score_hosted(deployment: Deployment, version: ModelVersion, features: list[d
         h = loaded.model.embed(batch)
         p_base = logits_to_proba(loaded.model.head(h))
         keys = keys_from_hidden(h, loaded.key_mean)
+        _refuse_non_finite(p_base, keys, "features", "the model's output for this row is not a finite number")
         p_comp, revision = _compensate(deployment, version.pk, keys, p_base)
     return _scored(p_base, p_comp, keys, revision)
 
@@ -51,8 +52,24 @@ def score_external(deployment: Deployment, p_base: torch.Tensor, keys: torch.Ten
     """Compensate scores computed elsewhere; ``keys`` [N, key_dim] are normalised here."""
     with torch.inference_mode():
         keys = keys_from_hidden(keys, torch.zeros(keys.shape[1]))
+        _refuse_non_finite(p_base, keys, "key", "cannot be normalised to a finite unit vector")
         p_comp, revision = _compensate(deployment, None, keys, p_base)
     return _scored(p_base, p_comp, keys, revision)
+
+
+def non_finite_rows(p_base: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """A [N] mask of the rows whose score or key holds an infinite or NaN value."""
+    bad = ~torch.isfinite(keys).all(dim=1)
+    return bad | ~torch.isfinite(p_base.reshape(p_base.shape[0], -1)).all(dim=1)
+
+
+def _refuse_non_finite(p_base: torch.Tensor, keys: torch.Tensor, field: str, reason: str) -> None:
+    """A row whose score or key is not finite is refused before anything is stored: one such key in
+    a memory would make every read of it fail."""
+    if bool(torch.isfinite(keys).all()) and bool(torch.isfinite(p_base).all()):
+        return
+    index = int(non_finite_rows(p_base, keys).nonzero()[0, 0])
+    raise InvalidInput(field, reason, index=index)
 
 
 def _compensate(

@@ -23,7 +23,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -32,8 +31,10 @@ from adaptive.errors import InvalidInput
 from adaptive.models import Deployment, FlipReport, Job, Release
 from adaptive.services import jobs, releases
 from api import serializers_actions as s
+from api.pagination import StrictLimitOffsetPagination
 from api.permissions import IsOperatorForWrites
 from api.serializers import ErrorSerializer
+from api.views.monitoring import in_range
 from tasks import training
 
 SLUG = OpenApiParameter("slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="The deployment's slug.")
@@ -83,7 +84,7 @@ FLIP_REPORT_EXAMPLE = {
 }
 
 
-class ActionPagination(LimitOffsetPagination):
+class ActionPagination(StrictLimitOffsetPagination):
     max_limit = 500
 
 
@@ -421,11 +422,7 @@ class ReleaseListView(generics.ListAPIView):
             return Release.objects.none()
         deployment = _deployment(self.kwargs["slug"])
         params = _valid(s.ReleaseQuerySerializer, self.request.query_params)
-        rows = _releases(deployment)
-        if params.get("since") is not None:
-            rows = rows.filter(started_at__gte=params["since"])
-        if params.get("until") is not None:
-            rows = rows.filter(started_at__lt=params["until"])
+        rows = in_range(_releases(deployment), "started_at", params)
         # The (deployment, started_at) index, read backwards.
         return rows.order_by("-started_at", "-id")
 

@@ -22,6 +22,7 @@ from api import serializers_dashboard as s
 from api.errors import json_response
 from api.serializers import ErrorSerializer
 from api.views.actions import SLUG, ActionPagination, _deployment, _valid, filter_deployment_pk
+from api.views.monitoring import in_range
 
 READ_ERRORS = {400: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
 
@@ -110,8 +111,4 @@ def audit_entries(params: dict[str, Any]) -> QuerySet[AuditEntry]:
         rows = rows.filter(actor_label=params["actor"])
     if params.get("action"):
         rows = rows.filter(action=params["action"])
-    if params.get("since") is not None:
-        rows = rows.filter(created_at__gte=params["since"])
-    if params.get("until") is not None:
-        rows = rows.filter(created_at__lt=params["until"])
-    return rows.order_by("-created_at", "-id")
+    return in_range(rows, "created_at", params).order_by("-created_at", "-id")

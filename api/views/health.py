@@ -2,24 +2,29 @@
 its loop keeping up?
 
 Health is for load balancers and probes: 503 when the database or broker is down, ``degraded``
-when a queue the loop needs has no healthy consumer or a worker fails every task. The loop status
-adds what an operator needs to see a stall: per deployment the label-to-memory and window lags,
-the oldest queued job of each kind, and the alerts the dashboard shows as a banner.
+when a queue the loop needs has no healthy consumer or a worker fails every task. Anyone gets the
+status; only viewers and up get the parts (database, broker, workers), whose error text and host
+names are nobody else's business. The loop status adds what an operator needs to see a stall: per
+deployment the label-to-memory and window lags, the oldest queued job of each kind, and the alerts
+the dashboard shows as a banner.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 from drf_spectacular.utils import extend_schema
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from adaptive import health
+from adaptive.roles import Role, role_of
 from adaptive.services import loop
 from api import serializers as s
 from api.serializers import ErrorSerializer
@@ -50,8 +55,14 @@ def _public(workers: dict[str, Any]) -> dict[str, Any]:
 
 
 class HealthView(APIView):
-    authentication_classes: list[type] = []
+    # Authentication runs (a viewer sees the parts), but nobody needs it: probes send no credentials.
     permission_classes = [AllowAny]
+
+    def perform_authentication(self, request: Request) -> None:
+        # A probe with stale credentials still gets the status, as an anonymous caller does (DRF has
+        # already made the request's user anonymous when it raises).
+        with contextlib.suppress(AuthenticationFailed):
+            request.user  # noqa: B018 (DRF authenticates on first access)
 
     @extend_schema(
         summary="Health of database, broker, workers and the loop's queues",
@@ -59,7 +70,8 @@ class HealthView(APIView):
             "`ok` when the database and broker are up and every queue the loop needs (`LOOP_QUEUES`) has a "
             "healthy consumer; `degraded` when a queue has none or a worker failed its last "
             "`WORKER_UNHEALTHY_AFTER` tasks; `down` (503) when the database or broker is down. "
-            "`workers.queues` lists the consumers per queue."
+            "`workers.queues` lists the consumers per queue. Anonymous callers get `status` only; viewers and "
+            "up also get `database`, `broker` and `workers`."
         ),
         responses={200: s.HealthSerializer, 503: s.HealthSerializer},
     )
@@ -76,6 +88,8 @@ class HealthView(APIView):
             state, code = "degraded", 200
         else:
             state, code = "ok", 200
+        if role_of(request.user) < Role.VIEWER:
+            return Response({"status": state}, status=code)
         body = {"status": state, "database": database, "broker": broker, "workers": _public(workers)}
         return Response(body, status=code)
 

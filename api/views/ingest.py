@@ -21,6 +21,7 @@ from adaptive.services import ingest
 from api import serializers as s
 from api.errors import json_response
 from api.permissions import CanIngest, key_may_use
+from api.throttling import IngestionKeyRateThrottle
 from tasks.adaptation import request_memory_update
 
 PREDICT_EXAMPLE = {
@@ -54,6 +55,7 @@ def _body(request: Request) -> object:
 
 class PredictView(APIView):
     permission_classes = [CanIngest]
+    throttle_classes = [IngestionKeyRateThrottle]
     # Bodies are read with orjson from request.body; the parser only documents the media type.
     parser_classes = [JSONParser]
 
@@ -76,6 +78,7 @@ class PredictView(APIView):
 
 class FeedbackView(APIView):
     permission_classes = [CanIngest]
+    throttle_classes = [IngestionKeyRateThrottle]
     parser_classes = [JSONParser]
 
     @extend_schema(
@@ -99,6 +102,7 @@ class FeedbackView(APIView):
 
 class CompensateView(APIView):
     permission_classes = [CanIngest]
+    throttle_classes = [IngestionKeyRateThrottle]
     parser_classes = [JSONParser]
 
     @extend_schema(

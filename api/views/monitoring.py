@@ -21,7 +21,6 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -33,6 +32,7 @@ from adaptive.models import Deployment, DriftMetric, ErrorSample, Event, ModelVe
 from adaptive.runtime import compensation_config, decode_keys
 from adaptive.services.serving import memory_support
 from api import serializers_monitoring as s
+from api.pagination import StrictLimitOffsetPagination
 from api.serializers import ErrorSerializer
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ SUPPORT_EVENTS = 64
 STREAMS = ("raw", "compensated")
 
 
-class ChartPagination(LimitOffsetPagination):
+class ChartPagination(StrictLimitOffsetPagination):
     """The project's limit/offset pages, with room for a whole chart in one request."""
 
     max_limit = 5000
@@ -62,7 +62,8 @@ def _params(serializer_class: type[serializers.Serializer], request: Request) ->
     return dict(query.validated_data)
 
 
-def _in_range(rows: QuerySet[Any], column: str, params: Mapping[str, Any]) -> QuerySet[Any]:
+def in_range(rows: QuerySet[Any], column: str, params: Mapping[str, Any]) -> QuerySet[Any]:
+    """Rows with ``since <= column < until``, from a validated TimeRangeQuerySerializer (since < until)."""
     if params.get("since") is not None:
         rows = rows.filter(**{f"{column}__gte": params["since"]})
     if params.get("until") is not None:
@@ -90,7 +91,7 @@ class _DeploymentRowsView(generics.ListAPIView):
 def _windows(deployment: Deployment, params: Mapping[str, Any]) -> QuerySet[Window]:
     # Uses the (deployment, end) index; the version number is joined, not loaded as an object
     # (a ModelVersion row carries its training profile, far larger than a window).
-    rows = _in_range(Window.objects.filter(deployment=deployment), "end", params)
+    rows = in_range(Window.objects.filter(deployment=deployment), "end", params)
     if params.get("version") is not None:
         rows = rows.filter(version__number=params["version"])
     order = ("end", "id") if params.get("order", "asc") == "asc" else ("-end", "-id")
@@ -151,7 +152,7 @@ class DriftListView(_DeploymentRowsView):
     def rows(self, deployment: Deployment, params: dict[str, Any]) -> QuerySet[DriftMetric]:
         # The window range comes from the (deployment, end) index; the metrics of each window from
         # the (window, column, method) unique index.
-        rows = _in_range(DriftMetric.objects.filter(window__deployment=deployment), "window__end", params)
+        rows = in_range(DriftMetric.objects.filter(window__deployment=deployment), "window__end", params)
         if params.get("version") is not None:
             rows = rows.filter(window__version__number=params["version"])
         if params.get("column"):
@@ -197,7 +198,7 @@ class ErrorSampleListView(_DeploymentRowsView):
     query_serializer_class = s.SampleQuerySerializer
 
     def rows(self, deployment: Deployment, params: dict[str, Any]) -> QuerySet[ErrorSample]:
-        rows = _in_range(ErrorSample.objects.filter(deployment=deployment), "written_at", params)
+        rows = in_range(ErrorSample.objects.filter(deployment=deployment), "written_at", params)
         if params.get("version") is not None:
             rows = rows.filter(version__number=params["version"])
         if params.get("active") is not None:

@@ -8,8 +8,10 @@ import orjson
 from django.conf import settings
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, status
+from rest_framework.exceptions import NotFound
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,6 +21,7 @@ from adaptive.errors import InvalidInput
 from adaptive.models import Deployment, IngestionKey, ModelVersion
 from adaptive.services import deployments, keys, registry
 from api import serializers as s
+from api import serializers_credentials as sc
 from api.permissions import IsAdminForWrites, IsOperatorForWrites
 
 FLIGHTS_SCHEMA_EXAMPLE = {
@@ -177,7 +180,42 @@ class IngestionKeyListView(APIView):
         deployment = get_object_or_404(Deployment, slug=slug)
         serializer = s.IngestionKeySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        key, raw = keys.create_key(deployment=deployment, name=serializer.validated_data["name"], actor=request.user)
+        key, raw = keys.create_key(
+            deployment=deployment,
+            name=serializer.validated_data["name"],
+            rate=serializer.validated_data.get("rate", ""),
+            actor=request.user,
+        )
         body = s.IngestionKeyCreatedSerializer(key).data
         body["key"] = raw
         return Response(body, status=status.HTTP_201_CREATED)
+
+
+class IngestionKeyRevokeView(APIView):
+    permission_classes = [IsAdminForWrites]
+
+    @extend_schema(
+        summary="Revoke an ingestion key (admins)",
+        description=(
+            "The key stops working at once: predict and feedback with it get a 401. Audited, with the optional "
+            "`reason`. Revoking a revoked key answers it unchanged, with the same `revoked_at` (safe to retry)."
+        ),
+        parameters=[OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, description="The key's id.")],
+        request=sc.RevokeRequestSerializer,
+        responses={
+            200: s.IngestionKeySerializer,
+            400: s.ErrorSerializer,
+            401: s.ErrorSerializer,
+            403: s.ErrorSerializer,
+            404: s.ErrorSerializer,
+        },
+        examples=[OpenApiExample("Revoke", value={"reason": "leaked in a log"}, request_only=True)],
+    )
+    def post(self, request: Request, slug: str, id: int) -> Response:
+        key = IngestionKey.objects.select_related("deployment").filter(deployment__slug=slug, pk=id).first()
+        if key is None:
+            raise NotFound(f"no ingestion key {id} of deployment {slug!r}")
+        body = sc.RevokeRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        key = keys.revoke_key(key=key, actor=request.user, reason=body.validated_data["reason"])
+        return Response(s.IngestionKeySerializer(key).data)

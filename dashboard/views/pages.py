@@ -8,7 +8,8 @@ from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from adaptive.models import AuditEntry, Deployment, Job, ModelVersion
+from adaptive.models import AuditEntry, Deployment, IngestionKey, Job, ModelVersion
+from adaptive.roles import Role
 from dashboard.access import page_context, viewer_required
 from dashboard.forms import SettingsForm
 
@@ -33,6 +34,11 @@ def deployment(request: HttpRequest, slug: str) -> HttpResponse:
         versions=_versions(row),
     )
     context["settings_form"] = SettingsForm(instance=row, read_only=not context["can_act"])
+    # Ingestion keys (never their secrets, which are not stored) for admins, who may revoke them.
+    context["show_keys"] = request.role >= Role.ADMIN  # type: ignore[attr-defined]
+    if context["show_keys"]:
+        keys = IngestionKey.objects.filter(deployment=row).order_by("revoked_at", "name")
+        context["keys"] = list(keys.values("id", "name", "prefix", "created_at", "revoked_at"))
     return render(request, "dashboard/deployment.html", context)
 
 

@@ -247,7 +247,7 @@
         : `${fmt.pct(support.hit_rate)} of ${support.events} with neighbours`],
       ["Label balance", m.label_balance.map((b) => `${b.name} ${fmt.pct(b.share, 0)}`).join(" · ") || "–"],
     ];
-    replaceChildren(document.getElementById("memory-stats"), items.map(([k, v]) => el("div", {}, el("dt", { class: "muted", text: k }), el("dd", { text: v, style: "margin:0" }))));
+    replaceChildren(document.getElementById("memory-stats"), items.map(([k, v]) => el("div", {}, el("dt", { class: "muted", text: k }), el("dd", { class: "flush", text: v }))));
     document.getElementById("memory-revision").textContent = fmt.int(m.revision);
     if (m.revision !== lastRevision) {
       lastRevision = m.revision;

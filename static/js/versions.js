@@ -26,7 +26,7 @@
         : el("button", { type: "button", class: "secondary", "data-action": "rollback", "data-version": v.number, text: "Roll back to…" });
     const range = v.data_start ? `${fmt.time(v.data_start)} → ${fmt.time(v.data_end)}` : "–";
     return el("tr", { "data-version": v.number },
-      el("th", { scope: "row" }, `v${v.number}`, v.status === "live" ? el("span", { class: "band band-ok", style: "margin-left:.4rem", text: "live" }) : null),
+      el("th", { scope: "row" }, `v${v.number}`, v.status === "live" ? el("span", { class: "band band-ok beside", text: "live" }) : null),
       el("td", { text: v.parent ? `v${v.parent}` : "–" }),
       el("td", { class: `status-${v.status}`, text: v.status }),
       el("td", { text: v.origin }),
@@ -70,7 +70,7 @@
         el("span", { class: "muted small", text: `${fmt.time(r.created_at)}${r.job ? ` · job #${r.job}` : ""}` })),
       (r.gate_reasons || []).length ? el("ul", { class: "small" }, r.gate_reasons.map((reason) => el("li", { text: reason }))) : null,
       el("div", { class: "grid" },
-        el("dl", { class: "form-grid small" }, figures.map(([k, v]) => el("div", {}, el("dt", { class: "muted", text: k }), el("dd", { style: "margin:0", text: v })))),
+        el("dl", { class: "form-grid small" }, figures.map(([k, v]) => el("div", {}, el("dt", { class: "muted", text: k }), el("dd", { class: "flush", text: v })))),
         el("div", {},
           el("div", { class: "chart-box small" }, el("canvas", { id: canvasId, class: "per-class-chart", role: "img", "aria-label": `Flips per class, v${r.old_version} to v${r.new_version}` })),
           el("p", { class: "small" }, el("strong", { text: "Flipped examples: " }),

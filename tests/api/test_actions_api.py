@@ -112,7 +112,7 @@ def test_an_unknown_deployment_is_404(operator_client: APIClient, db: None) -> N
     r = operator_client.post("/api/v1/deployments/nope/promote", {"version": 1, "reason": "x"}, format="json")
 
     assert r.status_code == 404
-    assert r.json() == {"error": "not_found", "detail": "no deployment 'nope'"}
+    assert r.json() == {"error": "not_found", "detail": "no deployment 'nope'", "request_id": r["X-Request-ID"]}
 
 
 def test_a_promotion_warms_the_versions_memory_before_answering_and_queues_nothing(
@@ -168,7 +168,11 @@ def test_rolling_back_twice_to_an_explicit_version_is_a_409_the_second_time(
 
     assert first.status_code == 200, first.content
     assert again.status_code == 409, again.content
-    assert again.json() == {"error": "conflict", "detail": "version 1 is already live"}
+    assert again.json() == {
+        "error": "conflict",
+        "detail": "version 1 is already live",
+        "request_id": again["X-Request-ID"],
+    }
     assert Release.objects.filter(deployment=two_versions).count() == 3
     assert _live_number(two_versions) == 1
 

@@ -12,7 +12,7 @@ from django.contrib.staticfiles import finders
 from drf_spectacular.validation import validate_schema
 from rest_framework.test import APIClient
 
-from adaptive.models import Deployment, Event
+from adaptive.models import AuditEntry, Deployment, Event, Job
 
 V1_PATHS = [
     "/api/v1/overview",
@@ -25,6 +25,9 @@ V1_PATHS = [
     "/api/v1/deployments/{slug}/versions",
     "/api/v1/deployments/{slug}/versions/{number}",
     "/api/v1/deployments/{slug}/keys",
+    "/api/v1/deployments/{slug}/keys/{id}/revoke",
+    "/api/v1/tokens",
+    "/api/v1/tokens/{id}/revoke",
     "/api/v1/deployments/{slug}/predict",
     "/api/v1/deployments/{slug}/compensate",
     "/api/v1/deployments/{slug}/feedback",
@@ -119,7 +122,7 @@ def test_both_authentication_schemes_are_documented(schema: dict[str, Any]) -> N
 
     assert {"ingestionKey", "tokenAuth"} <= set(schemes)
     assert {"ingestionKey": []} in predict["security"]
-    assert health["security"] == [{}]  # no authentication
+    assert {} in health["security"]  # no authentication needed (viewers who send it see more)
 
 
 @pytest.mark.parametrize("action", ["predict", "feedback"])
@@ -156,3 +159,146 @@ def test_docs_render_for_a_logged_in_user_without_a_cdn(viewer_client: APIClient
             settings.STATIC_URL if settings.STATIC_URL.startswith("/") else "/" + settings.STATIC_URL
         )
         assert finders.find(source.split("/static/", 1)[1]), source
+
+
+# --- who may read the schema and the docs -----------------------------------------------------------
+
+
+def test_the_schema_is_a_json_401_for_anonymous_callers(anon_client: APIClient) -> None:
+    r = anon_client.get("/api/schema/")
+
+    assert r.status_code == 401
+    assert r["Content-Type"].startswith("application/json")
+    assert r.json()["error"] == "not_authenticated"
+    assert "WWW-Authenticate" in r
+    assert b"openapi" not in r.content
+
+
+@pytest.mark.parametrize("client_fixture", ["norole_client", "ingestion_key_client"])
+def test_the_schema_is_a_json_403_without_a_viewer_role(request: pytest.FixtureRequest, client_fixture: str) -> None:
+    client: APIClient = request.getfixturevalue(client_fixture)
+
+    r = client.get("/api/schema/")
+
+    assert r.status_code == 403
+    assert r["Content-Type"].startswith("application/json")
+    assert b"openapi" not in r.content
+
+
+@pytest.fixture
+def ingestion_key_client(ingest_client: APIClient) -> APIClient:
+    return ingest_client
+
+
+def test_the_schema_is_served_to_a_viewer_by_session(viewer_client: APIClient) -> None:
+    browser = APIClient()
+    browser.force_login(viewer_client.user)  # type: ignore[attr-defined]
+
+    r = browser.get("/api/schema/", {"format": "json"})
+
+    assert r.status_code == 200
+    assert orjson.loads(r.content)["openapi"].startswith("3.")
+
+
+def test_the_docs_send_an_anonymous_browser_to_the_login_page(anon_client: APIClient) -> None:
+    r = anon_client.get("/api/docs/")
+
+    assert r.status_code == 302
+    assert r["Location"].startswith("/accounts/login/")
+    assert "next=/api/docs/" in r["Location"]
+
+
+def test_the_docs_render_for_a_viewer_token(viewer_client: APIClient) -> None:
+    r = viewer_client.get("/api/docs/")
+
+    assert r.status_code == 200
+    assert 'id="swagger-ui"' in r.content.decode()
+
+
+# --- the schema's promises, kept by the validators ---------------------------------------------------
+
+
+def test_nullable_fields_are_marked(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+
+    assert components["Deployment"]["properties"]["live_version"].get("nullable") is True
+    assert components["ModelVersion"]["properties"]["parent"].get("nullable") is True
+
+
+def test_request_bodies_are_closed_and_errors_documented(schema: dict[str, Any]) -> None:
+    pause = schema["paths"]["/api/v1/deployments/{slug}/pause"]["post"]
+    body = _resolve(schema, pause["requestBody"]["content"]["application/json"]["schema"])
+
+    assert body["additionalProperties"] is False
+    assert {"400", "401", "403", "404", "409", "413", "415", "429"} <= set(pause["responses"])
+    assert "404" in schema["paths"]["/api/v1/deployments/{slug}/versions/{number}"]["get"]["responses"]
+    assert "400" in schema["paths"]["/api/v1/deployments/{slug}/keys"]["post"]["responses"]
+    limit = next(p for p in schema["paths"]["/api/v1/jobs"]["get"]["parameters"] if p["name"] == "limit")
+    assert limit["schema"]["minimum"] == 1 and limit["schema"]["maximum"] == 500
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("pause", {"reason": 123}, "reason"),
+        ("pause", {"reason": "x", "reson": "typo"}, "reson"),
+        ("promote", {"version": "1", "reason": "x"}, "version"),
+        ("retrain", {"reason": True}, "reason"),
+    ],
+)
+def test_action_bodies_take_json_types_only(
+    operator_client: APIClient, deployment: Deployment, path: str, body: dict[str, Any], field: str
+) -> None:
+    audited = AuditEntry.objects.count()
+
+    r = operator_client.post(f"/api/v1/deployments/{deployment.slug}/{path}", body, format="json")
+
+    assert r.status_code == 400, r.content
+    assert r.json()["field"] == field
+    deployment.refresh_from_db()
+    assert deployment.status == Deployment.Status.ACTIVE
+    assert AuditEntry.objects.count() == audited
+    assert not Job.objects.exists()
+
+
+def test_a_numeric_deployment_name_is_refused_not_turned_into_a_string(admin_client: APIClient, db: None) -> None:
+    body = {"slug": "numbers", "name": 123, "task": "binary", "feature_schema": [{"name": "x", "type": "numeric"}]}
+
+    r = admin_client.post("/api/v1/deployments", body, format="json")
+
+    assert r.status_code == 400, r.content
+    assert r.json()["field"] == "name"
+    assert not Deployment.objects.filter(slug="numbers").exists()
+
+
+def test_a_settings_patch_refuses_a_number_for_a_switch(operator_client: APIClient, deployment: Deployment) -> None:
+    url = f"/api/v1/deployments/{deployment.slug}"
+
+    r = operator_client.patch(url, {"compensation_enabled": 0, "reason": 5}, format="json")
+
+    assert r.status_code == 400, r.content
+    assert r.json()["field"] in ("compensation_enabled", "reason")
+    deployment.refresh_from_db()
+    assert deployment.compensation_enabled is True
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("since=2024-06-02T00:00:00Z&until=2024-06-01T00:00:00Z", "until"),
+        ("since=2024-06-01T00:00:00Z&until=2024-06-01T00:00:00Z", "until"),
+        ("until=", "until"),
+        ("limit=0", "limit"),
+        ("limit=100000", "limit"),
+        ("offset=-1", "offset"),
+        ("offset=null", "offset"),
+    ],
+)
+def test_bad_query_strings_are_a_400_naming_the_parameter(
+    operator_client: APIClient, deployment: Deployment, query: str, field: str
+) -> None:
+    for endpoint in ("releases", "windows", "samples", "drift"):
+        r = operator_client.get(f"/api/v1/deployments/{deployment.slug}/{endpoint}?{query}")
+
+        assert r.status_code == 400, (endpoint, r.content)
+        assert r.json()["field"] == field

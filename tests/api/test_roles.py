@@ -205,7 +205,7 @@ def test_health_needs_no_authentication(anon_client: APIClient, db: None) -> Non
     # 503 only says the broker is down in this environment; what matters is that nobody asked who we are.
     assert r.status_code in (200, 503), r.content
     body = r.json()
-    assert body["database"]["ok"] is True
+    assert set(body) == {"status"}  # the parts are for viewers (tests/api/test_health.py)
     assert body["status"] in ("ok", "degraded", "down")
 
 
@@ -216,4 +216,4 @@ def test_health_ignores_a_bad_key(db: None) -> None:
     r = client.get("/api/v1/health")
 
     assert r.status_code in (200, 503), r.content
-    assert r.json()["database"]["ok"] is True
+    assert r.json()["status"] in ("ok", "degraded", "down")

@@ -114,7 +114,8 @@ def test_row_error_names_index_field_and_reason(
         encoder.encode(rows)
 
     error = excinfo.value
-    assert (error.index, error.field, error.reason) == (2, field, reason)
+    assert (error.index, error.field) == (2, field)
+    assert error.reason.startswith(reason)  # a range problem goes on to name the accepted range
     assert isinstance(error, ValueError)
     assert str(error).startswith("row 2")
 

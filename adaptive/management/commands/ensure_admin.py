@@ -10,11 +10,18 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandParser
-from rest_framework.authtoken.models import Token
+
+from adaptive.file_modes import write_private
+from adaptive.services import tokens
+
+TOKEN_NAME = "ensure_admin"
 
 
 class Command(BaseCommand):
-    help = "Create the admin user if missing (password saved under var/) and print login details and API token."
+    help = (
+        "Create the admin user if missing (password and API token saved under var/, mode 0600) and print "
+        "login details and API token."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--username", default="admin")
@@ -26,9 +33,7 @@ class Command(BaseCommand):
         if user is None:
             password = secrets.token_urlsafe(12)
             user = user_model.objects.create_superuser(username=username, email="", password=password)
-            password_file.parent.mkdir(parents=True, exist_ok=True)
-            password_file.write_text(password + "\n")
-            password_file.chmod(0o600)
+            write_private(password_file, password + "\n")
         else:
             password = (
                 password_file.read_text().strip()
@@ -36,6 +41,20 @@ class Command(BaseCommand):
                 else "(unchanged; set it with manage.py changepassword)"
             )
         user.groups.add(Group.objects.get(name="admin"))
-        token, _ = Token.objects.get_or_create(user=user)
         self.stdout.write(f"Log in as {username!r} with password {password!r}")
-        self.stdout.write(f"API token for {username!r}: {token.key}")
+        self.stdout.write(f"API token for {username!r}: {self._token(user)}")
+
+    def _token(self, user: Any) -> str:
+        """The token in VAR_DIR/admin-token while it is the user's and active; else a new one, saved there.
+
+        Only hashes are stored in the database, so a token can be shown again only from this file.
+        """
+        token_file = Path(settings.VAR_DIR) / "admin-token"
+        if token_file.exists():
+            raw = token_file.read_text().strip()
+            token = tokens.find_active(raw)
+            if token is not None and token.user_id == user.pk:
+                return raw
+        _, raw = tokens.create_token(user=user, name=TOKEN_NAME, actor=None)
+        write_private(token_file, raw + "\n")
+        return raw
