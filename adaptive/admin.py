@@ -19,7 +19,7 @@ from django.utils import timezone
 from adaptive import models as m
 from adaptive.errors import Conflict, InvalidInput
 from adaptive.permissions import admin_site_permission
-from adaptive.services import jobs, releases
+from adaptive.services import jobs, releases, tokens
 
 # Members of the admin group reach Django admin without being staff (see adaptive.permissions).
 admin.site.has_permission = admin_site_permission  # type: ignore[method-assign]
@@ -270,3 +270,26 @@ class IngestionKeyAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: object) -> bool:
         return False
+
+
+@admin.register(m.ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Users' API tokens: only hashes are stored, so nothing here can show a secret. Tokens are created
+    through the API or ``manage.py create_token``; revoking goes through the service (audited)."""
+
+    list_display = ["name", "user", "prefix", "created_at", "expires_at", "revoked_at", "last_used_at"]
+    list_filter = ["revoked_at"]
+    search_fields = ["name", "prefix", "user__username"]
+    readonly_fields = ["user", "name", "prefix", "key_hash", "created_at", "expires_at", "revoked_at", "last_used_at"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    @admin.action(description="Revoke the selected tokens (audited)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[m.ApiToken]) -> None:
+        count = 0
+        for token in queryset.filter(revoked_at__isnull=True):
+            tokens.revoke_token(token=token, actor=request.user, reason="revoked in the admin")
+            count += 1
+        self.message_user(request, f"{count} token(s) revoked.", messages.SUCCESS)

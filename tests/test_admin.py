@@ -21,6 +21,7 @@ ALL_MODELS = [
     m.FlipReport,
     m.AuditEntry,
     m.IngestionKey,
+    m.ApiToken,
 ]
 
 
@@ -49,3 +50,27 @@ def test_audit_log_is_read_only_in_admin(client, deployment):
     response = client.post(reverse("admin:adaptive_auditentry_delete", args=[entry.pk]), {"post": "yes"})
     assert response.status_code == 403
     assert m.AuditEntry.objects.filter(pk=entry.pk).exists()
+
+
+@pytest.mark.django_db
+def test_revoking_tokens_in_the_admin_goes_through_the_audited_service(client):
+    from rest_framework.test import APIClient
+
+    from adaptive.services.tokens import create_token
+
+    owner = get_user_model().objects.create_user("token-owner", password="pw-for-tests-123")
+    token, raw = create_token(user=owner, name="laptop", actor=owner)
+    root = get_user_model().objects.create_superuser("root-admin", password="pw-for-tests-123")
+    client.force_login(root)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
+    assert api.get("/api/v1/tokens").status_code == 200
+
+    url = reverse("admin:adaptive_apitoken_changelist")
+    response = client.post(url, {"action": "revoke", "_selected_action": [token.pk]})
+
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    assert m.AuditEntry.objects.filter(action=m.AuditEntry.Action.REVOKE_TOKEN, actor_label="root-admin").count() == 1
+    assert api.get("/api/v1/tokens").status_code == 401
