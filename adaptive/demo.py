@@ -45,6 +45,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from adaptive.errors import Conflict
+from adaptive.file_modes import write_private
 from adaptive.ml.architectures import TabularModel
 from adaptive.ml.compensation import fit_key_mean
 from adaptive.ml.preprocessing import FeatureEncoder, TabularBatch, fit_preprocessing, parse_schema
@@ -293,22 +294,9 @@ def _ensure_key(deployment: Deployment, log: Callable[[str], None]) -> tuple[Pat
             log(f"ingestion key {key.name!r} ({key.prefix}) in {path}")
             return path, False
     key, raw = create_key(deployment=deployment, name=KEY_NAME, actor=None)
-    _write_private(path, raw + "\n")
+    write_private(path, raw + "\n")
     log(f"ingestion key {key.name!r} ({key.prefix}) created, written to {path} (mode 0600)")
     return path, True
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by its owner only, replacing any old file atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mkstemp creates it 0600
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- the operator's token --------------------------------------------------------------------------
@@ -334,7 +322,7 @@ def _ensure_token_file(username: str, log: Callable[[str], None]) -> Path | None
     current = tokens.find_active(path.read_text().strip()) if path.exists() else None
     if current is None or current.user_id != user.pk:
         _, raw = tokens.create_token(user=user, name=TOKEN_NAME, actor=None)
-        _write_private(path, raw + "\n")
+        write_private(path, raw + "\n")
     log(f"API token of {username!r} in {path} (mode 0600), for the replay's retrain request")
     return path
 

@@ -16,6 +16,20 @@ from adaptive.services import tokens
 from adaptive.services.keys import find_active_key
 
 
+def credential(request: Request, keyword: str, noun: str) -> str | None:
+    """The secret of an ``Authorization: <keyword> <secret>`` header; None when the header is for
+    another scheme (or absent), AuthenticationFailed when it is for this one but malformed."""
+    header = authentication.get_authorization_header(request).split()
+    if not header or header[0].lower() != keyword.lower().encode():
+        return None
+    if len(header) != 2:
+        raise exceptions.AuthenticationFailed(f"Invalid {noun} header: expected '{keyword} <{noun}>'.")
+    try:
+        return str(header[1].decode("ascii"))
+    except UnicodeError as exc:
+        raise exceptions.AuthenticationFailed(f"Invalid {noun} header: not ASCII.") from exc
+
+
 @dataclass(frozen=True)
 class IngestionPrincipal:
     """Stands in for ``request.user`` when a request carries an ingestion key."""
@@ -39,15 +53,9 @@ class IngestionKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Key"
 
     def authenticate(self, request: Request) -> tuple[Any, Any] | None:
-        header = authentication.get_authorization_header(request).split()
-        if not header or header[0].lower() != self.keyword.lower().encode():
+        raw = credential(request, self.keyword, "key")
+        if raw is None:
             return None
-        if len(header) != 2:
-            raise exceptions.AuthenticationFailed("Invalid key header: expected 'Key <key>'.")
-        try:
-            raw = header[1].decode()
-        except UnicodeError as exc:
-            raise exceptions.AuthenticationFailed("Invalid key header: not ASCII.") from exc
         key = find_active_key(raw)
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked ingestion key.")
@@ -67,15 +75,9 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Token"
 
     def authenticate(self, request: Request) -> tuple[Any, Any] | None:
-        header = authentication.get_authorization_header(request).split()
-        if not header or header[0].lower() != self.keyword.lower().encode():
+        raw = credential(request, self.keyword, "token")
+        if raw is None:
             return None
-        if len(header) != 2:
-            raise exceptions.AuthenticationFailed("Invalid token header: expected 'Token <token>'.")
-        try:
-            raw = header[1].decode("ascii")
-        except UnicodeError as exc:
-            raise exceptions.AuthenticationFailed("Invalid token header: not ASCII.") from exc
         token = tokens.find_token(raw)
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid token.")

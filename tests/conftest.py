@@ -11,12 +11,23 @@ from rest_framework.test import APIClient
 from adaptive.models import ApiToken, Deployment
 from adaptive.services import tokens
 from adaptive.services.keys import create_key
+from tests.clock import Clock
 from tests.factories import UserFactory, deployment_with_live_version
 
 
 @pytest.fixture(autouse=True)
 def _artifacts_in_tmp(settings: Any, tmp_path: Any) -> None:
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """config.ratelimit's clock, moved by hand (tests/clock.py)."""
+    from config import ratelimit
+
+    fake = Clock()
+    monkeypatch.setattr(ratelimit, "clock", fake)
+    return fake
 
 
 @pytest.fixture(autouse=True)

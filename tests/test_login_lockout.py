@@ -8,26 +8,11 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from config import ratelimit
+from tests.clock import Clock
 from tests.factories import UserFactory
 
 PASSWORD = "pw-for-tests-123"  # UserFactory's
 LOCKED = "Too many failed log-ins"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0 - 1_800_000_000.0 % 3600
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(ratelimit, "clock", fake)
-    return fake
 
 
 @pytest.fixture(autouse=True)

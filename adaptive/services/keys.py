@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from typing import Any
@@ -13,13 +12,10 @@ from django.utils import timezone
 from adaptive.errors import InvalidInput
 from adaptive.models import AuditEntry, Deployment, IngestionKey
 from adaptive.services import audit
+from adaptive.services.tokens import hash_token
 from config.rates import parse_rate
 
 _PREFIX_LEN = 10
-
-
-def _hash(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 def create_key(*, deployment: Deployment, name: str, actor: Any, rate: str = "") -> tuple[IngestionKey, str]:
@@ -38,7 +34,7 @@ def create_key(*, deployment: Deployment, name: str, actor: Any, rate: str = "")
             deployment=deployment,
             name=name,
             prefix=prefix,
-            key_hash=_hash(raw),
+            key_hash=hash_token(raw),
             rate=rate,
             created_by=audit.user_of(actor),
         )
@@ -56,7 +52,7 @@ def find_active_key(raw: str) -> IngestionKey | None:
     if len(parts) < 3 or parts[0] != "ik" or len(parts[1]) != _PREFIX_LEN:
         return None
     key = IngestionKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).first()
-    if key is None or not hmac.compare_digest(key.key_hash, _hash(raw)):
+    if key is None or not hmac.compare_digest(key.key_hash, hash_token(raw)):
         return None
     return key
 

@@ -14,26 +14,10 @@ from rest_framework.test import APIClient
 from adaptive.models import AuditEntry, Deployment, Event, IngestionKey
 from adaptive.services.keys import create_key
 from config import ratelimit
+from tests.clock import Clock
 from tests.factories import make_rows
 
 BAD_TOKEN = "Token " + "0f" * 20
-
-
-class Clock:
-    """config.ratelimit's clock, moved by hand: starts at the beginning of a minute."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0 - 1_800_000_000.0 % 3600
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(ratelimit, "clock", fake)
-    return fake
 
 
 def _predict(client: APIClient, deployment: Deployment, ids: list[str], **extra: Any) -> Any:
