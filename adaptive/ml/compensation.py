@@ -1,4 +1,4 @@
-"""ReLoop2 error compensation: keys from a model, the error estimate and the blend (DESIGN.md 4.2).
+"""ReLoop2 error compensation: keys from a model, the error estimate and the blend (docs/design.md).
 
 For a query with base score ``p_q`` and a memory readout (``y_bar``, ``p_bar``, ``support``):
 
@@ -10,8 +10,8 @@ With gamma = 1 and w = 1 this is the blend ``(1 - lambda) p_q + lambda y_bar``. 
 compares the neighbours' labels with the model's current score for the query; the second with the
 scores the model gave those neighbours, i.e. the model's recent error there. ``w`` is not in the
 paper: it pulls an estimate resting on little evidence toward "no correction", so an empty or
-sparse memory leaves the base score alone (DESIGN 4.2: compensation must never make a stable
-stream much worse). Multiclass: the same on probability vectors, then clamped and renormalised.
+sparse memory leaves the base score alone (compensation must never make a stable stream much
+worse). Multiclass: the same on probability vectors, then clamped and renormalised.
 
 Keys: the model's last hidden layer ``h = model.embed(x)``, centred by its training mean and
 L2-normalised. Centring matters: ReLU features are all >= 0, so uncentred keys crowd into one
@@ -109,7 +109,9 @@ def compensate(p_base: torch.Tensor, readout: Readout, config: CompensationConfi
         raise ValueError(f"p_base {list(p_base.shape)} does not match the readout {list(readout.y_bar.shape)}")
     if readout.support.shape != p_base.shape[:1]:
         raise ValueError(f"support must have shape [{p_base.shape[0]}], got {list(readout.support.shape)}")
-    # The python-level branches save whole tensor ops on the serving path (gamma = 1 is the default).
+    # The python-level branches skip whole tensor ops on the serving path when gamma is 1 (the
+    # neighbours' labels against this score only). The defaults are 0.5 for the exact memory and 0
+    # for the sketch (default_config), and a deployment's gamma is its compensation_gamma setting.
     err = readout.y_bar - p_base
     if config.gamma != 1.0:
         err = config.gamma * err + (1.0 - config.gamma) * (readout.y_bar - readout.p_bar)

@@ -1,4 +1,4 @@
-"""Real, timestamped dev streams for tests and benchmarks (DESIGN.md section 8).
+"""Real, timestamped dev streams for tests and benchmarks (docs/design.md, "The data sets").
 
 Two binary streams, both loaded at run time from installed packages (nothing is copied into the
 repository; MovieLens' terms forbid redistributing it):

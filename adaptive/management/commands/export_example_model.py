@@ -1,6 +1,6 @@
 """``manage.py export_example_model OUTDIR``: write a spec.json and model.safetensors to try the API.
 
-The model is an untrained MLP (fixed seed) for the flights schema of the README's quick start;
+The model is an untrained MLP (fixed seed) for the flights schema of the quick start in docs/api.md;
 its preprocessing is fitted on synthetic rows. Real models come from your training code or,
 later, from the control room's own retraining.
 """
