@@ -6,7 +6,7 @@
 What it measures (the memories and the compensation are described in docs/design.md):
 
 1. Throughput, rows/s, of ``add`` and ``estimate`` for the exact memory (capacity = size) and the
-   sketch (module defaults, see adaptive/ml/memory.py), each filled with ``size`` random unit keys of
+   sketch (module defaults, see adaptive/ml/memory/config.py), each filled with ``size`` random unit keys of
    ``--dim`` dimensions, at batch 1 and batch 256. Each figure is a time-bounded loop of about
    ``--seconds`` (at least 3 calls, after one warm-up call). Adds go into the full memory, so the
    exact one is evicting as it would in production.

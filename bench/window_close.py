@@ -162,9 +162,9 @@ def river_kswin() -> Iterator[None]:
     """The old detector: River's KSWIN, one SciPy test per event, in place of the vectorised one."""
     from river import drift as river_drift
 
-    from adaptive.ml import drift
+    from adaptive.ml.drift import detector
 
-    with mock.patch.object(drift, "KSWIN", river_drift.KSWIN):
+    with mock.patch.object(detector, "KSWIN", river_drift.KSWIN):
         yield
 
 

@@ -1,7 +1,7 @@
 """Negative flips between two model versions on the same labeled events, and the gate they feed.
 
 A *negative flip* is an event the old version got right and the new one gets wrong: the regression a
-user notices even when the new version is better on average. The definitions follow DESIGN.md 4.4:
+user notices even when the new version is better on average. The definitions follow two papers:
 
 * Yan et al., "Positive-Congruent Training" (PCT, CVPR 2021): the negative flip rate
   ``NFR = #(old right, new wrong) / N``, its counterpart the positive flip rate ``PFR``, and the
@@ -27,6 +27,8 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 import torch
+
+from adaptive.ml.jsonsafe import jsonable
 
 # Two-sided 95%: the 0.975 quantile of the standard normal.
 Z_95: Final = 1.959963984540054
@@ -114,7 +116,7 @@ class FlipReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (lists, ints, floats, strings and ``None``), with the two deltas included."""
-        data = _jsonable(dataclasses.asdict(self))
+        data = jsonable(dataclasses.asdict(self))
         data["accuracy_delta"] = self.accuracy_delta
         data["auc_delta"] = self.auc_delta
         return data
@@ -140,55 +142,16 @@ def flip_report(
     ``example_order="confident"`` lists the negative flips the new version is most sure of first:
     those are the regressions a user is most likely to notice; ``"first"`` keeps event order.
     """
-    old_p, new_p, y = _as_array(old, "old"), _as_array(new, "new"), _as_array(labels, "labels")
-    if old_p.shape != new_p.shape:
-        raise ValueError(f"old and new predictions differ in shape: {old_p.shape} vs {new_p.shape}")
-    if old_p.ndim not in (1, 2):
-        raise ValueError(f"predictions must be [N] (binary) or [N, C] (multiclass), got shape {old_p.shape}")
-    if y.ndim != 1 or y.shape[0] != old_p.shape[0]:
-        raise ValueError(f"labels must be [N] with N = {old_p.shape[0]}, got shape {y.shape}")
-    n = int(y.shape[0])
-    if n == 0:
-        raise ValueError("cannot compare predictions on zero events")
-    if max_examples < 0:
-        raise ValueError(f"max_examples must be >= 0, got {max_examples}")
-    if example_order not in ("confident", "first"):
-        raise ValueError(f"example_order must be 'confident' or 'first', got {example_order!r}")
-    binary = old_p.ndim == 1
+    old_p, new_p, y_int = _checked_inputs(old, new, labels, max_examples, example_order)
+    binary, n = old_p.ndim == 1, int(y_int.shape[0])
     n_classes = 2 if binary else int(old_p.shape[1])
-    if not np.all(np.isfinite(old_p)) or not np.all(np.isfinite(new_p)):
-        raise ValueError("predictions must be finite")
-    if not np.all((y == np.round(y)) & (y >= 0) & (y < n_classes)):
-        raise ValueError(f"labels must be class indexes in 0..{n_classes - 1}")
-    y_int = y.astype(np.int64)
-
-    if binary:
-        old_pred = (old_p >= old_threshold).astype(np.int64)
-        new_pred = (new_p >= new_threshold).astype(np.int64)
-        # Confidence of the new version in the class it predicted.
-        new_confidence = np.where(new_pred == 1, new_p, 1.0 - new_p)
-    else:
-        old_pred = old_p.argmax(axis=1)
-        new_pred = new_p.argmax(axis=1)
-        new_confidence = new_p.max(axis=1)
+    old_pred, new_pred, new_confidence = _predicted_classes(old_p, new_p, old_threshold, new_threshold)
     old_right, new_right = old_pred == y_int, new_pred == y_int
     negative = old_right & ~new_right
     positive = ~old_right & new_right
     n_negative, n_positive = int(negative.sum()), int(positive.sum())
     n_new_wrong = int((~new_right).sum())
     err_old, err_new = 1.0 - float(old_right.mean()), 1.0 - float(new_right.mean())
-    nfr = n_negative / n
-
-    # Relative NFR (PCT 2021): if old and new errors were independent,
-    # P(old right, new wrong) would be (1 - err_old) * err_new; 1.0 means "no better than chance".
-    expected_independent = (1.0 - err_old) * err_new
-    relative_nfr = nfr / expected_independent if expected_independent > 0 else None
-
-    order = np.flatnonzero(negative)
-    if example_order == "confident":
-        # Stable sort, so equally confident flips keep event order (deterministic output).
-        order = order[np.argsort(-new_confidence[order], kind="stable")]
-
     return FlipReport(
         task="binary" if binary else "multiclass",
         n=n,
@@ -199,12 +162,12 @@ def flip_report(
         new_accuracy=1.0 - err_new,
         negative_flips=n_negative,
         positive_flips=n_positive,
-        nfr=nfr,
+        nfr=n_negative / n,
         pfr=n_positive / n,
         nfr_interval=wilson_interval(n_negative, n),
         pfr_interval=wilson_interval(n_positive, n),
         nfi=n_negative / n_new_wrong if n_new_wrong else None,
-        relative_nfr=relative_nfr,
+        relative_nfr=_relative_nfr(n_negative / n, err_old, err_new),
         # MUSCLE's NFR_mc: new errors on which the versions disagree. In the binary case a
         # disagreement where the new version is wrong means the old one was right, so NFR_mc == NFR;
         # with C > 2 classes, events both versions get wrong *differently* count too.
@@ -218,9 +181,66 @@ def flip_report(
         per_class=tuple(
             _class_flips(label, y_int == label, old_right, new_right, negative, positive) for label in range(n_classes)
         ),
-        negative_flip_examples=tuple(int(i) for i in order[:max_examples]),
+        negative_flip_examples=_flip_examples(negative, new_confidence, example_order, max_examples),
         example_order=example_order,
     )
+
+
+def _checked_inputs(
+    old: Predictions, new: Predictions, labels: Predictions, max_examples: int, example_order: ExampleOrder
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """``flip_report``'s inputs as arrays, checked: old and new probabilities and integer labels."""
+    old_p, new_p, y = _as_array(old, "old"), _as_array(new, "new"), _as_array(labels, "labels")
+    if old_p.shape != new_p.shape:
+        raise ValueError(f"old and new predictions differ in shape: {old_p.shape} vs {new_p.shape}")
+    if old_p.ndim not in (1, 2):
+        raise ValueError(f"predictions must be [N] (binary) or [N, C] (multiclass), got shape {old_p.shape}")
+    if y.ndim != 1 or y.shape[0] != old_p.shape[0]:
+        raise ValueError(f"labels must be [N] with N = {old_p.shape[0]}, got shape {y.shape}")
+    if y.shape[0] == 0:
+        raise ValueError("cannot compare predictions on zero events")
+    if max_examples < 0:
+        raise ValueError(f"max_examples must be >= 0, got {max_examples}")
+    if example_order not in ("confident", "first"):
+        raise ValueError(f"example_order must be 'confident' or 'first', got {example_order!r}")
+    n_classes = 2 if old_p.ndim == 1 else int(old_p.shape[1])
+    if not np.all(np.isfinite(old_p)) or not np.all(np.isfinite(new_p)):
+        raise ValueError("predictions must be finite")
+    if not np.all((y == np.round(y)) & (y >= 0) & (y < n_classes)):
+        raise ValueError(f"labels must be class indexes in 0..{n_classes - 1}")
+    return old_p, new_p, y.astype(np.int64)
+
+
+def _predicted_classes(
+    old_p: npt.NDArray[np.float64], new_p: npt.NDArray[np.float64], old_threshold: float, new_threshold: float
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Each version's predicted class, and the new version's confidence in the class it predicted.
+
+    Binary ([N]): positive at or above the version's threshold. Multiclass ([N, C]): the argmax.
+    """
+    if old_p.ndim == 1:
+        old_pred = (old_p >= old_threshold).astype(np.int64)
+        new_pred = (new_p >= new_threshold).astype(np.int64)
+        return old_pred, new_pred, np.where(new_pred == 1, new_p, 1.0 - new_p)
+    return old_p.argmax(axis=1), new_p.argmax(axis=1), new_p.max(axis=1)
+
+
+def _relative_nfr(nfr: float, err_old: float, err_new: float) -> float | None:
+    """PCT's relative NFR: if old and new errors were independent, P(old right, new wrong) would be
+    ``(1 - err_old) * err_new``; 1.0 means "no better than chance". ``None`` when that is zero."""
+    expected_independent = (1.0 - err_old) * err_new
+    return nfr / expected_independent if expected_independent > 0 else None
+
+
+def _flip_examples(
+    negative: npt.NDArray[np.bool_], new_confidence: npt.NDArray[np.float64], example_order: ExampleOrder, limit: int
+) -> tuple[int, ...]:
+    """Up to ``limit`` negative-flip event indexes, most confident first or in event order."""
+    order = np.flatnonzero(negative)
+    if example_order == "confident":
+        # Stable sort, so equally confident flips keep event order (deterministic output).
+        order = order[np.argsort(-new_confidence[order], kind="stable")]
+    return tuple(int(i) for i in order[:limit])
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> Interval:
@@ -293,7 +313,7 @@ def evaluate_gate(
     max_nfr: float,
     metric: GateMetric = "auc",
 ) -> tuple[bool, list[str]]:
-    """Whether a candidate may replace the live version (DESIGN.md 4.4), and why.
+    """Whether a candidate may replace the live version, and why.
 
     Two conditions, both required: the candidate's ``metric`` (new minus old) improves by at least
     ``min_metric_delta`` (negative values allow a bounded loss), and the *upper* end of the NFR's
@@ -384,14 +404,3 @@ def _class_flips(
         negative_flips=int(negative[members].sum()),
         positive_flips=int(positive[members].sum()),
     )
-
-
-def _jsonable(value: Any) -> Any:
-    """Tuples to lists and NumPy scalars to Python ones, recursively (``asdict`` keeps both)."""
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

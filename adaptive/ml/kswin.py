@@ -1,8 +1,8 @@
 """KSWIN (Kolmogorov-Smirnov windowing) that tests a whole batch of inputs at once.
 
-River's ``river.drift.KSWIN`` (0.26.1) runs one SciPy two-sample KS test per input: 0.5 ms on an
-idle core, 2.5 ms on a busy one, which held the monitoring worker near 200 labels/s while the API
-takes thousands (issue 14).
+River's ``river.drift.KSWIN`` (0.26.1) runs one SciPy two-sample KS test per input, which made it
+most of the monitoring worker's cost per label and held the worker far below the rate the API
+takes labels at (issue 14; figures in bench/README.md).
 :class:`KSWIN` here makes the same decisions at the same inputs, from the same random draws:
 
 * **The window and the samples.** A sliding window of the last ``window_size`` inputs; once full,
@@ -211,8 +211,8 @@ def sample_many(rng: random.Random, n: int, k: int, count: int) -> NDArray[np.in
     CPython's ``sample`` on a small population (``n`` at most :func:`_set_size`, as KSWIN's is) draws
     ``randbelow(n - i)`` for ``i = 0..k-1`` and swaps each pick out of a pool. ``getrandbits(32 * m)``
     hands over ``m`` Mersenne Twister outputs at once; a regex (:class:`_Draws`) finds, sample after
-    sample, which of them the draws accepted; the pool swaps then run for all samples together:
-    about 4 times faster than the calls (3.5 against 17 ms for KSWIN's 1,000 samples of 30 of 70).
+    sample, which of them the draws accepted; the pool swaps then run for all samples together,
+    several times faster than the calls.
     Larger populations (a set instead of a pool) and bounds of 2^15 and more call ``rng.sample``.
 
     The array is read-only: a call from the same generator state gets the last call's samples

@@ -193,7 +193,7 @@ def test_chisquare_false_alarm_rate_matches_its_threshold_on_equal_windows() -> 
 
 
 def test_ks_and_chisquare_give_scipys_public_results() -> None:
-    # The module skips SciPy's per-call decorator (see drift._chi2_homogeneity): same numbers.
+    # The module skips SciPy's per-call decorator (see adaptive.ml.drift.statistics._chi2_homogeneity): same numbers.
     rng = np.random.default_rng(4)
     for _ in range(50):
         ref = np.round(rng.normal(size=int(rng.integers(5, 1000))), 1)

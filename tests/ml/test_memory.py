@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from adaptive.ml import memory as memory_module
 from adaptive.ml.memory import (
     DEFAULT_EXACT_CAPACITY,
     DEFAULT_EXACT_K,
@@ -27,6 +26,8 @@ from adaptive.ml.memory import (
     make_memory,
     memory_from_state_dict,
 )
+from adaptive.ml.memory import exact as exact_module
+from adaptive.ml.memory import sketch as sketch_module
 
 DIM = 8
 KINDS = ["exact", "sketch"]
@@ -145,8 +146,8 @@ def test_exact_chunked_scan_finds_the_same_neighbours(monkeypatch: pytest.Monkey
     whole = memory.estimate(queries)
 
     # Query groups of 4 and 2, blocks of 7 and 15 rows: many chunks, each merged into the top 5.
-    monkeypatch.setattr(memory_module, "EXACT_CHUNK_ELEMENTS", 30)
-    monkeypatch.setattr(memory_module, "EXACT_QUERY_GROUP", 4)
+    monkeypatch.setattr(exact_module, "EXACT_CHUNK_ELEMENTS", 30)
+    monkeypatch.setattr(exact_module, "EXACT_QUERY_GROUP", 4)
     chunked = memory.estimate(queries)
 
     torch.testing.assert_close(chunked.y_bar, whole.y_bar)
@@ -553,7 +554,7 @@ def test_sketch_reads_large_batches_in_pieces(monkeypatch: pytest.MonkeyPatch) -
     queries = unit_keys(50, seed=4)
     whole = memory.estimate(queries)
 
-    monkeypatch.setattr(memory_module, "SKETCH_READ_ELEMENTS", 4 * (DIM + 1) * 7)  # pieces of 7 rows
+    monkeypatch.setattr(sketch_module, "SKETCH_READ_ELEMENTS", 4 * (DIM + 1) * 7)  # pieces of 7 rows
     pieces = memory.estimate(queries)
 
     torch.testing.assert_close(pieces.y_bar, whole.y_bar)
@@ -589,9 +590,9 @@ def test_exact_read_equals_a_straightforward_reference(
     if chunk_elements is not None:
         # Blocks of 200 and 37 columns at 40 queries a group, several chunks merged: 200 columns go
         # through the two-level selection (33 groups of 6, 2 columns left over), 37 through one step.
-        monkeypatch.setattr(memory_module, "EXACT_CHUNK_ELEMENTS", chunk_elements)
-        monkeypatch.setattr(memory_module, "EXACT_QUERY_GROUP", 40)
-        monkeypatch.setattr(memory_module, "EXACT_MIN_GROUPED_ELEMENTS", 0)
+        monkeypatch.setattr(exact_module, "EXACT_CHUNK_ELEMENTS", chunk_elements)
+        monkeypatch.setattr(exact_module, "EXACT_QUERY_GROUP", 40)
+        monkeypatch.setattr(exact_module, "EXACT_MIN_GROUPED_ELEMENTS", 0)
 
     readout = memory.estimate(queries)
     y_bar, p_bar, support = reference_exact_read(memory, queries)
@@ -606,12 +607,12 @@ def test_block_top_k_returns_the_k_largest_values_and_their_columns(
     monkeypatch: pytest.MonkeyPatch, width: int, k: int
 ) -> None:
     # Small blocks take the two-level path too (all but the first two widths, see _block_top_k).
-    monkeypatch.setattr(memory_module, "EXACT_MIN_GROUPED_ELEMENTS", 0)
+    monkeypatch.setattr(exact_module, "EXACT_MIN_GROUPED_ELEMENTS", 0)
     generator = torch.Generator().manual_seed(width)
     block = torch.randn(6, width, generator=generator).numpy()
     # Ties too: a coarse copy has many equal values, and any of a tie may be picked.
     for values in (block, (block * 4).round() / 4):
-        top, columns = memory_module._block_top_k(values, k)
+        top, columns = exact_module._block_top_k(values, k)
 
         expected = torch.from_numpy(values).topk(min(k, width), dim=1).values
         assert torch.equal(torch.from_numpy(top).sort(dim=1, descending=True).values, expected)
