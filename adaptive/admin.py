@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -19,7 +20,8 @@ from django.utils import timezone
 from adaptive import models as m
 from adaptive.errors import Conflict, InvalidInput
 from adaptive.permissions import admin_site_permission
-from adaptive.services import jobs, releases, tokens
+from adaptive.services import deployments, jobs, releases, retraining, tokens
+from adaptive.services.deployments import SETTING_GROUPS, SETTINGS
 
 # Members of the admin group reach Django admin without being staff (see adaptive.permissions).
 admin.site.has_permission = admin_site_permission  # type: ignore[method-assign]
@@ -44,8 +46,29 @@ def _each(
             model_admin.message_user(request, f"{obj}: {message}", level=messages.SUCCESS)
 
 
+# What the admin's deployment form edits besides the adaptation settings.
+DEPLOYMENT_FIELDS = ["slug", "name", "description", "task", "classes", "feature_schema", "status"]
+
+
+class DeploymentForm(forms.ModelForm):
+    """The admin's deployment form: the settings' bounds are the domain's, as for the API."""
+
+    class Meta:
+        model = m.Deployment
+        fields = [*DEPLOYMENT_FIELDS, *SETTINGS]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        try:
+            deployments.check_bounds({name: cleaned[name] for name in SETTINGS if name in cleaned})
+        except InvalidInput as exc:
+            self.add_error(exc.field if exc.field in self.fields else None, exc.reason)
+        return cleaned
+
+
 @admin.register(m.Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
+    form = DeploymentForm
     list_display = [
         "slug",
         "name",
@@ -62,31 +85,33 @@ class DeploymentAdmin(admin.ModelAdmin):
     fieldsets = [
         (
             None,
-            {"fields": ["slug", "name", "description", "task", "classes", "feature_schema", "status", "live_version"]},
+            {"fields": [*DEPLOYMENT_FIELDS, "live_version"]},
         ),
-        (
-            "Compensation",
-            {
-                "fields": [
-                    "compensation_enabled",
-                    "memory_kind",
-                    "memory_capacity",
-                    "memory_k",
-                    "compensation_lambda",
-                    "compensation_gamma",
-                    "compensation_tau",
-                    "memory_revision",
-                ]
-            },
-        ),
-        ("Monitoring", {"fields": ["window_events", "window_minutes", "drift_p_value", "drift_distance"]}),
-        (
-            "Retraining and gates",
-            {"fields": ["retrain_policy", "retrain_cooldown_minutes", "gate_min_metric_delta", "gate_max_nfr"]},
-        ),
+        # The adaptation settings by topic, as the service defines them; the memory's revision shows
+        # next to its settings.
+        ("Compensation", {"fields": [*SETTING_GROUPS["Compensation"], "memory_revision"]}),
+        ("Monitoring", {"fields": list(SETTING_GROUPS["Monitoring"])}),
+        ("Retraining and gates", {"fields": list(SETTING_GROUPS["Retraining and gates"])}),
         ("History", {"fields": ["created_at", "updated_at", "created_by"]}),
     ]
     actions = ["pause", "resume", "reset_memory", "roll_back", "retrain"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: m.Deployment | None = None) -> list[str]:
+        # An existing deployment's status changes through pause/resume, which are audited.
+        readonly = list(super().get_readonly_fields(request, obj))
+        return [*readonly, "status"] if obj is not None else readonly
+
+    def save_model(self, request: HttpRequest, obj: m.Deployment, form: forms.ModelForm, change: bool) -> None:
+        """Settings changes go through the service (audited with old and new values, like the API's)."""
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        changed = {name: form.cleaned_data[name] for name in form.changed_data if name in SETTINGS}
+        others = [name for name in form.changed_data if name not in SETTINGS]
+        if others:
+            obj.save(update_fields=[*others, "updated_at"])
+        if changed:
+            deployments.update_settings(deployment=obj, changes=changed, actor=request.user, reason=ADMIN_REASON)
 
     def _set_paused(self, request: HttpRequest, queryset: QuerySet[m.Deployment], paused: bool) -> None:
         target = m.Deployment.Status.PAUSED if paused else m.Deployment.Status.ACTIVE
@@ -124,12 +149,9 @@ class DeploymentAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retrain the live version of the selected deployments now", permissions=["change"])
     def retrain(self, request: HttpRequest, queryset: QuerySet[m.Deployment]) -> None:
-        # Admin actions are entry points (DESIGN.md section 2): they call a service, then enqueue. The
-        # import is local so that importing the domain package never imports ``tasks``.
-        from tasks.training import request_retrain_job
-
+        # The service queues the retrain task itself, once the job row is committed.
         def act(deployment: m.Deployment) -> str:
-            job = request_retrain_job(deployment, request.user, ADMIN_REASON, None)
+            job = retraining.request_retrain(deployment=deployment, actor=request.user, reason=ADMIN_REASON)
             return f"retrain queued as job {job.pk}"
 
         _each(self, request, queryset, act)

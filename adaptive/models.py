@@ -1,4 +1,4 @@
-"""The domain model of DESIGN.md section 3.
+"""The domain model (docs/design.md, "Domain model").
 
 A Deployment serves one model family; ModelVersions form its lineage; Events are served
 predictions that later receive labels; ErrorSamples are the persisted error memory; Windows and
@@ -15,6 +15,9 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from adaptive.ml.compensation import DEFAULT_GAMMA, DEFAULT_LAMBDA
+from adaptive.ml.drift import DEFAULT_DISTANCE_THRESHOLD, DEFAULT_P_THRESHOLD
+from adaptive.ml.memory import DEFAULT_EXACT_CAPACITY, DEFAULT_EXACT_K, DEFAULT_TAU
 from config.rates import MAX_RATE_LENGTH, validate_rate
 
 
@@ -65,28 +68,28 @@ class Deployment(models.Model):
     # External deployments: the dimension of the key vectors clients send to /compensate.
     key_dim = models.PositiveIntegerField(null=True, blank=True)
 
-    # Compensation (DESIGN.md 4.2)
+    # Compensation (docs/design.md, "Compensation"). The defaults are the exact memory's tuned values,
+    # defined once in adaptive.ml next to the code they tune.
     compensation_enabled = models.BooleanField(default=True)
     memory_kind = models.CharField(max_length=16, choices=MemoryKind.choices, default=MemoryKind.EXACT)
-    # Defaults are the exact memory's values tuned on the dev streams (bench/RESULTS-stream-replay.md).
-    memory_capacity = models.PositiveIntegerField(default=50_000)
-    memory_k = models.PositiveIntegerField(default=100)
-    compensation_lambda = models.FloatField(default=0.7)
-    compensation_gamma = models.FloatField(default=0.5)
-    compensation_tau = models.FloatField(default=0.05)
+    memory_capacity = models.PositiveIntegerField(default=DEFAULT_EXACT_CAPACITY)
+    memory_k = models.PositiveIntegerField(default=DEFAULT_EXACT_K)
+    compensation_lambda = models.FloatField(default=DEFAULT_LAMBDA)
+    compensation_gamma = models.FloatField(default=DEFAULT_GAMMA)
+    compensation_tau = models.FloatField(default=DEFAULT_TAU)
     # Bumped each time the error memory changes; serving processes compare it to their cache.
     memory_revision = models.BigIntegerField(default=0)
     # Bumped when the memory is replaced rather than extended (reset, rollback, promotion, settings
     # that change its shape): serving processes then rebuild it instead of applying a delta.
     memory_epoch = models.BigIntegerField(default=0)
 
-    # Monitoring (DESIGN.md 4.3)
+    # Monitoring (docs/design.md, "Monitoring")
     window_events = models.PositiveIntegerField(default=1000, help_text="Close a window every N labels.")
     window_minutes = models.PositiveIntegerField(default=60, help_text="Close a window every T minutes.")
-    drift_p_value = models.FloatField(default=0.05)
-    drift_distance = models.FloatField(default=0.1)
+    drift_p_value = models.FloatField(default=DEFAULT_P_THRESHOLD)
+    drift_distance = models.FloatField(default=DEFAULT_DISTANCE_THRESHOLD)
 
-    # Retraining and gates (DESIGN.md 4.4, 4.5)
+    # Retraining and gates (docs/design.md, "The slow loop")
     retrain_policy = models.CharField(max_length=16, choices=RetrainPolicy.choices, default=RetrainPolicy.MANUAL)
     retrain_cooldown_minutes = models.PositiveIntegerField(default=60)
     gate_min_metric_delta = models.FloatField(default=0.0)

@@ -15,7 +15,7 @@ import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DataError, InterfaceError, OperationalError
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -58,6 +58,10 @@ def request_id_of(request: Any) -> str:
 
 
 def _error_response(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, Http404):
+        # The lookups (adaptive.selectors) raise Django's 404, which the dashboard shows as a page;
+        # here it is DRF's, with its code and the lookup's message.
+        exc = exceptions.NotFound(*exc.args)
     if isinstance(exc, InvalidInput):
         return Response(invalid_input_body(exc), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, Conflict):

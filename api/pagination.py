@@ -40,6 +40,12 @@ class StrictLimitOffsetPagination(LimitOffsetPagination):
         return parameters
 
 
+class ChartPagination(StrictLimitOffsetPagination):
+    """The project's limit/offset pages, with room for a whole chart in one request."""
+
+    max_limit = 5000
+
+
 def _integer(request: Request, name: str, *, minimum: int, maximum: int | None) -> int | None:
     if name not in request.query_params:
         return None

@@ -11,6 +11,7 @@ from rest_framework import serializers
 from adaptive.ml.limits import MAX_FEATURES, MAX_NAME_LENGTH
 from adaptive.ml.preprocessing import FEATURE_TYPES, SchemaError, parse_schema
 from adaptive.models import Deployment, IngestionKey, ModelVersion, Task
+from adaptive.services.deployments import BOUNDS, SETTINGS
 from api.serializers_fields import (
     StrictBooleanField,
     StrictCharField,
@@ -20,24 +21,6 @@ from api.serializers_fields import (
     StrictModelSerializer,
     StrictSlugField,
 )
-
-SETTINGS_FIELDS = [
-    "compensation_enabled",
-    "memory_kind",
-    "memory_capacity",
-    "memory_k",
-    "compensation_lambda",
-    "compensation_gamma",
-    "compensation_tau",
-    "window_events",
-    "window_minutes",
-    "drift_p_value",
-    "drift_distance",
-    "retrain_policy",
-    "retrain_cooldown_minutes",
-    "gate_min_metric_delta",
-    "gate_max_nfr",
-]
 
 
 class VersionSummarySerializer(serializers.ModelSerializer):
@@ -69,7 +52,30 @@ class FeatureSchemaField(serializers.JSONField):
     """The JSON as sent; parse_schema (in validate) checks it, and the schema documents its shape."""
 
 
-class DeploymentSerializer(StrictModelSerializer):
+def _bounds(name: str) -> dict[str, Any]:
+    low, high = BOUNDS[name]
+    return {"min_value": low, "max_value": high}
+
+
+# The bounds of the adaptation settings come from the domain (adaptive.services.deployments.BOUNDS),
+# the same when a deployment is created and when its settings change. (A comment, not a docstring:
+# drf-spectacular would show a base's docstring as every subclass's description.)
+class AdaptationSettingsFields(serializers.Serializer):
+    compensation_enabled = StrictBooleanField(required=False)
+    memory_capacity = StrictIntegerField(**_bounds("memory_capacity"), required=False)
+    memory_k = StrictIntegerField(**_bounds("memory_k"), required=False)
+    compensation_lambda = StrictFloatField(**_bounds("compensation_lambda"), required=False)
+    compensation_gamma = StrictFloatField(**_bounds("compensation_gamma"), required=False)
+    compensation_tau = StrictFloatField(**_bounds("compensation_tau"), required=False)
+    window_events = StrictIntegerField(**_bounds("window_events"), required=False)
+    window_minutes = StrictIntegerField(**_bounds("window_minutes"), required=False)
+    drift_p_value = StrictFloatField(**_bounds("drift_p_value"), required=False)
+    drift_distance = StrictFloatField(**_bounds("drift_distance"), required=False)
+    gate_max_nfr = StrictFloatField(**_bounds("gate_max_nfr"), required=False)
+    gate_min_metric_delta = StrictFloatField(**_bounds("gate_min_metric_delta"), required=False)
+
+
+class DeploymentSerializer(AdaptationSettingsFields, StrictModelSerializer):
     # Uniqueness is handled by the service (a retried create returns the existing deployment).
     slug = StrictSlugField(max_length=64)
     classes = serializers.ListField(
@@ -88,15 +94,6 @@ class DeploymentSerializer(StrictModelSerializer):
         "sent to /compensate.",
     )
     live_version = VersionSummarySerializer(read_only=True, allow_null=True, help_text="Null before a first upload.")
-    memory_capacity = StrictIntegerField(min_value=1, max_value=10_000_000, required=False)
-    memory_k = StrictIntegerField(min_value=1, max_value=10_000, required=False)
-    compensation_lambda = StrictFloatField(min_value=0, max_value=1, required=False)
-    compensation_gamma = StrictFloatField(min_value=0, max_value=1, required=False)
-    compensation_tau = StrictFloatField(min_value=1e-4, max_value=100, required=False)
-    drift_p_value = StrictFloatField(min_value=0, max_value=1, required=False)
-    drift_distance = StrictFloatField(min_value=0, required=False)
-    gate_max_nfr = StrictFloatField(min_value=0, max_value=1, required=False)
-    gate_min_metric_delta = StrictFloatField(min_value=-1, max_value=1, required=False)
 
     class Meta:
         model = Deployment
@@ -112,7 +109,7 @@ class DeploymentSerializer(StrictModelSerializer):
             "status",
             "live_version",
             "memory_revision",
-            *SETTINGS_FIELDS,
+            *SETTINGS,
             "created_at",
             "updated_at",
         ]
@@ -149,29 +146,17 @@ class DeploymentSerializer(StrictModelSerializer):
         return attrs
 
 
-class DeploymentSettingsSerializer(StrictModelSerializer):
+class DeploymentSettingsSerializer(AdaptationSettingsFields, StrictModelSerializer):
     """A partial update of the adaptation settings, with an optional reason for the audit log.
 
     Unknown or read-only keys are a 400 (StrictModelSerializer): a misspelt setting must not look saved.
     """
 
-    memory_capacity = StrictIntegerField(min_value=1, max_value=10_000_000, required=False)
-    memory_k = StrictIntegerField(min_value=1, max_value=10_000, required=False)
-    compensation_lambda = StrictFloatField(min_value=0, max_value=1, required=False)
-    compensation_gamma = StrictFloatField(min_value=0, max_value=1, required=False)
-    compensation_tau = StrictFloatField(min_value=1e-3, max_value=100, required=False)
-    window_events = StrictIntegerField(min_value=10, max_value=1_000_000, required=False)
-    window_minutes = StrictIntegerField(min_value=1, max_value=7 * 24 * 60, required=False)
-    drift_p_value = StrictFloatField(min_value=0, max_value=1, required=False)
-    drift_distance = StrictFloatField(min_value=0, required=False)
-    gate_max_nfr = StrictFloatField(min_value=0, max_value=1, required=False)
-    gate_min_metric_delta = StrictFloatField(min_value=-1, max_value=1, required=False)
-    compensation_enabled = StrictBooleanField(required=False)
     reason = StrictCharField(required=False, allow_blank=True, max_length=2000, write_only=True)
 
     class Meta:
         model = Deployment
-        fields = [*SETTINGS_FIELDS, "reason"]
+        fields = [*SETTINGS, "reason"]
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):

@@ -3,7 +3,7 @@
 *Request* serializers validate the bodies of the actions: a blank or missing required ``reason`` is
 a 400 naming ``reason``, before any service runs. *Row* serializers shape releases, jobs and flip
 reports; version numbers, slugs and usernames come from queryset annotations (see
-api.views.actions), never from lazily loaded related objects, so a page costs one query.
+adaptive.selectors), never from lazily loaded related objects, so a page costs one query.
 """
 
 from __future__ import annotations
@@ -15,8 +15,13 @@ from rest_framework import serializers
 
 from adaptive.models import Deployment, FlipReport, Job, Release
 from adaptive.services.retraining import RETRAIN_PARAMS
-from api.serializers_fields import QuerySerializer, StrictCharField, StrictIntegerField, StrictSerializer
-from api.serializers_monitoring import UNTIL_HELP, QueryDateTimeField, TimeRangeQuerySerializer
+from api.serializers_fields import (
+    QueryDateTimeField,
+    QuerySerializer,
+    StrictCharField,
+    StrictIntegerField,
+    StrictSerializer,
+)
 
 REASON_HELP = "Why: stored on the release and in the audit log."
 
@@ -109,33 +114,13 @@ class CompareRequestSerializer(StrictSerializer):
         return attrs
 
 
-# --- query strings ---------------------------------------------------------------------------------
-
-
-class ReleaseQuerySerializer(TimeRangeQuerySerializer):
-    since = QueryDateTimeField(required=False, help_text="ISO-8601; releases that started at or after this instant.")
-    until = QueryDateTimeField(
-        required=False, help_text="ISO-8601; releases that started strictly before it." + UNTIL_HELP
-    )
+# --- query string (the lists' filters are in api.filters) -----------------------------------------
 
 
 class LiveAtQuerySerializer(QuerySerializer):
     at = QueryDateTimeField(
         required=False, help_text="ISO-8601 instant (default: now); naive values are read in the server's time zone."
     )
-
-
-class FlipReportQuerySerializer(QuerySerializer):
-    new = serializers.IntegerField(required=False, min_value=1, help_text="Only reports on this (candidate) version.")
-    old = serializers.IntegerField(required=False, min_value=1, help_text="Only reports against this version.")
-
-
-class JobQuerySerializer(QuerySerializer):
-    deployment = serializers.SlugField(
-        required=False, help_text="Only this deployment's jobs (its slug; 400 if there is no such deployment)."
-    )
-    kind = serializers.ChoiceField(choices=Job.Kind.choices, required=False)
-    status = serializers.ChoiceField(choices=Job.Status.choices, required=False)
 
 
 # --- rows ------------------------------------------------------------------------------------------

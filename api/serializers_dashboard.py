@@ -113,14 +113,6 @@ class CurveSerializer(serializers.Serializer):
 # --- audit log -------------------------------------------------------------------------------------
 
 
-class AuditQuerySerializer(TimeRangeQuerySerializer):
-    deployment = serializers.SlugField(required=False, help_text="Only this deployment's entries (its slug).")
-    actor = serializers.CharField(
-        required=False, max_length=64, help_text="Only this actor: a username, 'policy' or 'system'."
-    )
-    action = serializers.ChoiceField(choices=AuditEntry.Action.choices, required=False)
-
-
 class AuditEntrySerializer(serializers.ModelSerializer):
     deployment = serializers.CharField(source="deployment_slug", read_only=True, allow_null=True)
     actor = serializers.CharField(source="actor_label", read_only=True)

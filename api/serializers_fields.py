@@ -11,7 +11,9 @@ validate a blank value instead of dropping it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from django.db import models
@@ -102,6 +104,13 @@ class StrictModelSerializer(_KnownKeysOnly, serializers.ModelSerializer):
     serializer_choice_field = StrictChoiceField
 
 
+def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    """``data`` (a body or a query string) validated by ``serializer_class``; a 400 naming the field otherwise."""
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
 # A query string: ``?until=`` is a blank value to validate (a 400), not a missing parameter. DRF
 # reads a QueryDict like an HTML form, where an empty field means "not given". The values are taken
 # out of it first (every value for list fields, the last one otherwise), so each field sees exactly
@@ -117,3 +126,21 @@ class QuerySerializer(serializers.Serializer):
                 plain[name] = data.getlist(name) if many else data[name]
             data = plain
         return super().to_internal_value(data)
+
+
+UNTIL_HELP = " Must be later than `since` when both are given (a 400 otherwise)."
+UNTIL_AFTER_SINCE = "must be later than since"
+
+# A "+01:00" offset typed into a URL without percent-encoding arrives as " 01:00" (a "+" in a query
+# string means a space). Put the plus back rather than refuse the most common way to write a time.
+_SPACE_BEFORE_OFFSET = re.compile(r" (\d{2}(?::?\d{2})?)$")
+
+
+class QueryDateTimeField(serializers.DateTimeField):
+    """An ISO-8601 instant from the query string; naive values are read in the server's time zone."""
+
+    def to_internal_value(self, value: Any) -> datetime:
+        if isinstance(value, str):
+            value = _SPACE_BEFORE_OFFSET.sub(r"+\1", value.strip())
+        result: datetime = super().to_internal_value(value)
+        return result

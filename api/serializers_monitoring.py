@@ -1,52 +1,30 @@
 """Serializers for the monitoring reads: windows, drift metrics, detectors, error memory, samples.
 
-Two kinds live here. *Query* serializers validate the query string (time ranges, filters) so that a
-bad value is a 400 naming the field, and document the parameters in the OpenAPI schema. *Row*
-serializers shape the output; related numbers (a window's version, a sample's event id) come from
-queryset annotations, never from lazily loaded objects, so a page costs one query whatever its size.
+Two kinds live here. *Query* serializers validate the query string of the reads that are not lists
+(the lists filter with api.filters), so that a bad value is a 400 naming the field, and document
+the parameters in the OpenAPI schema. *Row* serializers shape the output; related numbers (a
+window's version, a sample's event id) come from queryset annotations, never from lazily loaded
+objects, so a page costs one query whatever its size.
 """
 
 from __future__ import annotations
 
-import re
-from datetime import datetime
 from typing import Any
 
 from rest_framework import serializers
 
 from adaptive.ml.drift import DETECTOR_KINDS
 from adaptive.models import Deployment, DriftMetric, ErrorSample, Window
-from api.serializers_fields import QuerySerializer
+from api.serializers_fields import UNTIL_AFTER_SINCE, UNTIL_HELP, QueryDateTimeField, QuerySerializer
 
-# A "+01:00" offset typed into a URL without percent-encoding arrives as " 01:00" (a "+" in a query
-# string means a space). Put the plus back rather than refuse the most common way to write a time.
-_SPACE_BEFORE_OFFSET = re.compile(r" (\d{2}(?::?\d{2})?)$")
-
-
-class QueryDateTimeField(serializers.DateTimeField):
-    """An ISO-8601 instant from the query string; naive values are read in the server's time zone."""
-
-    def to_internal_value(self, value: Any) -> datetime:
-        if isinstance(value, str):
-            value = _SPACE_BEFORE_OFFSET.sub(r"+\1", value.strip())
-        result: datetime = super().to_internal_value(value)
-        return result
-
-
-ORDER_CHOICES = [("asc", "Oldest first"), ("desc", "Newest first")]
-
-
-# --- query strings ---------------------------------------------------------------------------------
-
-
-UNTIL_HELP = " Must be later than `since` when both are given (a 400 otherwise)."
+# --- query strings (the lists' filters are in api.filters) ------------------------------------------
 
 
 def validate_time_range(attrs: dict[str, Any]) -> dict[str, Any]:
     """``until`` after ``since``: an empty or reversed range is a typo, not a question (400 naming until)."""
     since, until = attrs.get("since"), attrs.get("until")
     if since is not None and until is not None and until <= since:
-        raise serializers.ValidationError({"until": "must be later than since"})
+        raise serializers.ValidationError({"until": UNTIL_AFTER_SINCE})
     return attrs
 
 
@@ -62,32 +40,6 @@ class TimeRangeQuerySerializer(QuerySerializer):
         return validate_time_range(attrs)
 
 
-class WindowQuerySerializer(TimeRangeQuerySerializer):
-    since = QueryDateTimeField(required=False, help_text="ISO-8601; windows that end at or after this instant.")
-    until = QueryDateTimeField(
-        required=False, help_text="ISO-8601; windows that end strictly before this instant." + UNTIL_HELP
-    )
-    version = serializers.IntegerField(required=False, min_value=1, help_text="Only windows served by this version.")
-    order = serializers.ChoiceField(
-        choices=ORDER_CHOICES, default="asc", help_text="By window end: `asc` draws a curve, `desc` gives the latest."
-    )
-
-
-class DriftQuerySerializer(WindowQuerySerializer):
-    column = serializers.ListField(
-        child=serializers.CharField(max_length=128),
-        required=False,
-        help_text="Only these columns (repeat the parameter for several).",
-    )
-    column_kind = serializers.ChoiceField(choices=DriftMetric.ColumnKind.choices, required=False)
-    level = serializers.MultipleChoiceField(
-        choices=DriftMetric.Level.choices, required=False, help_text="Only these levels (repeat for several)."
-    )
-    method = serializers.CharField(
-        max_length=32, required=False, help_text="Only this test: ks, chisquare, wasserstein, jensenshannon, psi."
-    )
-
-
 class VersionQuerySerializer(QuerySerializer):
     version = serializers.IntegerField(
         required=False,
@@ -95,22 +47,6 @@ class VersionQuerySerializer(QuerySerializer):
         help_text="A version number of a hosted deployment (400 if it has no such version, or is external); "
         "defaults to the live version.",
     )
-
-
-class SampleQuerySerializer(QuerySerializer):
-    since = QueryDateTimeField(required=False, help_text="ISO-8601; samples written at or after this instant.")
-    until = QueryDateTimeField(
-        required=False, help_text="ISO-8601; samples written strictly before this instant." + UNTIL_HELP
-    )
-    version = serializers.IntegerField(required=False, min_value=1, help_text="Only samples of this version's memory.")
-    # default=None: DRF reads a missing boolean in a query string as False (an unticked checkbox).
-    active = serializers.BooleanField(
-        required=False, allow_null=True, default=None, help_text="true: in the memory; false: evicted."
-    )
-    label = serializers.IntegerField(required=False, min_value=0, help_text="Only samples with this class index.")
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        return validate_time_range(attrs)
 
 
 # --- windows and drift -----------------------------------------------------------------------------

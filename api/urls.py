@@ -1,6 +1,6 @@
 from django.urls import path
 
-from api.views import actions, dashboard, health, ingest, monitoring, registry, tokens
+from api.views import control, dashboard, flip_reports, health, ingest, jobs, monitoring, registry, releases, tokens
 
 app_name = "api"
 
@@ -30,24 +30,24 @@ urlpatterns = [
     ),
     path("deployments/<slug:slug>/memory", monitoring.MemoryStatsView.as_view(), name="memory-stats"),
     path("deployments/<slug:slug>/samples", monitoring.ErrorSampleListView.as_view(), name="sample-list"),
-    path("deployments/<slug:slug>/promote", actions.PromoteView.as_view(), name="promote"),
-    path("deployments/<slug:slug>/rollback", actions.RollbackView.as_view(), name="rollback"),
-    path("deployments/<slug:slug>/pause", actions.PauseView.as_view(), name="pause"),
-    path("deployments/<slug:slug>/resume", actions.ResumeView.as_view(), name="resume"),
-    path("deployments/<slug:slug>/reset-memory", actions.ResetMemoryView.as_view(), name="reset-memory"),
-    path("deployments/<slug:slug>/retrain", actions.RetrainView.as_view(), name="retrain"),
-    path("deployments/<slug:slug>/compare", actions.CompareView.as_view(), name="compare"),
-    path("deployments/<slug:slug>/releases", actions.ReleaseListView.as_view(), name="release-list"),
-    path("deployments/<slug:slug>/live", actions.LiveAtView.as_view(), name="live-at"),
-    path("deployments/<slug:slug>/flip-reports", actions.FlipReportListView.as_view(), name="flip-report-list"),
+    path("deployments/<slug:slug>/promote", releases.PromoteView.as_view(), name="promote"),
+    path("deployments/<slug:slug>/rollback", releases.RollbackView.as_view(), name="rollback"),
+    path("deployments/<slug:slug>/pause", control.PauseView.as_view(), name="pause"),
+    path("deployments/<slug:slug>/resume", control.ResumeView.as_view(), name="resume"),
+    path("deployments/<slug:slug>/reset-memory", control.ResetMemoryView.as_view(), name="reset-memory"),
+    path("deployments/<slug:slug>/retrain", jobs.RetrainView.as_view(), name="retrain"),
+    path("deployments/<slug:slug>/compare", jobs.CompareView.as_view(), name="compare"),
+    path("deployments/<slug:slug>/releases", releases.ReleaseListView.as_view(), name="release-list"),
+    path("deployments/<slug:slug>/live", releases.LiveAtView.as_view(), name="live-at"),
+    path("deployments/<slug:slug>/flip-reports", flip_reports.FlipReportListView.as_view(), name="flip-report-list"),
     path(
         "deployments/<slug:slug>/flip-reports/<int:id>",
-        actions.FlipReportDetailView.as_view(),
+        flip_reports.FlipReportDetailView.as_view(),
         name="flip-report-detail",
     ),
     path("tokens", tokens.TokenListView.as_view(), name="token-list"),
     path("tokens/<int:id>/revoke", tokens.TokenRevokeView.as_view(), name="token-revoke"),
-    path("jobs", actions.JobListView.as_view(), name="job-list"),
-    path("jobs/<int:id>", actions.JobDetailView.as_view(), name="job-detail"),
-    path("jobs/<int:id>/cancel", actions.JobCancelView.as_view(), name="job-cancel"),
+    path("jobs", jobs.JobListView.as_view(), name="job-list"),
+    path("jobs/<int:id>", jobs.JobDetailView.as_view(), name="job-detail"),
+    path("jobs/<int:id>/cancel", jobs.JobCancelView.as_view(), name="job-cancel"),
 ]

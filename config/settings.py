@@ -57,9 +57,12 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_filters",
     "adaptive",
     "api",
     "dashboard",
+    # Registers how queued jobs reach their workers (adaptive.services.dispatch).
+    "tasks.apps.TasksConfig",
 ]
 
 MIDDLEWARE = [
@@ -114,6 +117,10 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 else:
     _db["CONN_HEALTH_CHECKS"] = True
+    # The test database's name: bin/test gives each run its own, so that runs sharing a server do not
+    # drop each other's. Unset: Django's test_<name>.
+    if env_str("TEST_DATABASE_NAME"):
+        _db["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME")}
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -172,6 +179,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["api.permissions.IsViewer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Lists declare their query parameters as FilterSets (api.filters): validated, 400 on bad input.
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     # A bad limit or offset is a 400, not a silent default (api.pagination).
     "DEFAULT_PAGINATION_CLASS": "api.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": 50,

@@ -14,7 +14,7 @@ HELP = {
     "memory_capacity": "Error samples kept; the oldest are evicted.",
     "memory_k": "Neighbours read per prediction (exact memory).",
     "compensation_lambda": "Weight of the error estimate, 0 to 1.",
-    "compensation_gamma": "Clamp of the correction, 0 to 1.",
+    "compensation_gamma": "0 to 1: 1 compares neighbours' labels with this score, 0 with their own scores.",
     "compensation_tau": "Softmax temperature of the neighbour weights.",
     "window_events": "Close a window every N labels.",
     "window_minutes": "…or every T minutes.",

@@ -1,11 +1,11 @@
 """The fast loop's background work: compensation updates, coalesced per deployment, and a sweeper.
 
-Feedback calls ``request_memory_update``: it queues one Job per deployment at a time (the
-database refuses a second queued one) and sends its id after the feedback transaction commits.
-The worker claims the job (queued -> running), so feedback that arrives meanwhile queues the next
-one: many feedback calls give at most one running and one queued job, and no label is left
-behind. ``sweep`` (Celery beat) re-sends messages of jobs queued too long (a lost message, a
-broker restart), fails jobs whose worker died, and catches labels that no job was queued for.
+Feedback (``adaptive.services.ingest.record_feedback``) queues one compensation Job per deployment at
+a time (the database refuses a second queued one), sent here after the feedback commits. The worker
+claims the job (queued -> running), so feedback that arrives meanwhile queues the next one: many
+feedback calls give at most one running and one queued job, and no label is left behind. ``sweep``
+(Celery beat) re-sends messages of jobs queued too long (a lost message, a broker restart), fails
+jobs whose worker died, and catches labels that no job was queued for.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from adaptive.models import Deployment, Event, Job
-from adaptive.services import jobs, memory
+from adaptive.services import jobs, memory, monitoring
 from tasks.celery import app
-from tasks.sending import send_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +32,6 @@ RESEND_AFTER = timedelta(seconds=60)
 STALE_AFTER = timedelta(seconds=60)
 # Finished compensation jobs are kept this long for the jobs page, then deleted.
 KEEP_FINISHED = timedelta(days=1)
-
-
-def request_memory_update(deployment: Deployment) -> Job | None:
-    """Queue a compensation update for the deployment unless one is queued already."""
-    job = jobs.queue_once(deployment, Job.Kind.COMPENSATION)
-    if job is not None:
-        job_id = job.pk
-        send_on_commit(update_memory, (job_id,))
-    return job
 
 
 @app.task(name="tasks.adaptation.update_memory", ignore_result=True)
@@ -72,14 +62,9 @@ def update_memory(job_id: int) -> dict[str, Any] | None:
 
 
 def _maybe_close_window(deployment_id: int) -> None:
-    try:
-        from adaptive.services import monitoring
-        from tasks import monitoring as monitoring_tasks
-    except ImportError:  # pragma: no cover - the monitoring module arrives with windows and drift
-        return
     deployment = Deployment.objects.get(pk=deployment_id)
     if monitoring.window_due(deployment):
-        monitoring_tasks.request_window_close(deployment.pk)
+        monitoring.request_close(deployment)
 
 
 @app.task(name="tasks.adaptation.sweep", ignore_result=True)
@@ -89,14 +74,14 @@ def sweep() -> dict[str, int]:
         log.warning("compensation job %s failed: its worker stopped answering", job.pk)
     resent = 0
     for job in jobs.stale_queued(Job.Kind.COMPENSATION, RESEND_AFTER):
-        update_memory.delay(job.pk)
+        jobs.resend(job)
         resent += 1
     pending = Event.objects.filter(
         deployment=OuterRef("pk"), label__isnull=False, memory_revision__isnull=True, key__isnull=False
     )
     requested = 0
     for deployment in Deployment.objects.active().filter(Exists(pending)):
-        if request_memory_update(deployment) is not None:
+        if jobs.queue_once(deployment, Job.Kind.COMPENSATION) is not None:
             requested += 1
     pruned, _ = Job.objects.filter(
         kind=Job.Kind.COMPENSATION,

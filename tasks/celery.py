@@ -68,9 +68,9 @@ app.conf.update(
     },
 )
 
-# Celery's Django fixup closes the database connection around every task unless told to reuse it;
-# reconnecting costs about 6 ms per task on PostgreSQL (DESIGN.md 9). The fixup reads this old-style
-# key directly, so it is set outside the namespaced settings.
+# Celery's Django fixup closes the database connection around every task unless told to reuse it,
+# and reconnecting to PostgreSQL costs more than a short task. The fixup reads this old-style key
+# directly, so it is set outside the namespaced settings.
 app.conf["CELERY_DB_REUSE_MAX"] = int(os.environ.get("CELERY_DB_REUSE_MAX", "200"))
 
 

@@ -1,6 +1,6 @@
 """Monitoring work: close windows (metrics, drift, detectors) as labels accumulate.
 
-Two ways in. The compensation-update task calls ``request_window_close`` when
+Two ways in. The compensation-update task calls ``monitoring.request_close`` when
 ``monitoring.window_due`` says a window is due (every ``window_events`` labels), and Celery beat runs
 ``close_due_windows`` every ``WINDOW_SCAN_SECONDS`` for the time trigger (``window_minutes``) and to
 repair lost messages. Both go through one coalesced ``drift_scan`` Job per deployment: the database
@@ -18,15 +18,11 @@ from datetime import timedelta
 from time import monotonic
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
-from adaptive.errors import Conflict
 from adaptive.models import Deployment, Job, Window
-from adaptive.services import jobs, monitoring, policy, retraining
-from tasks import training
+from adaptive.services import jobs, monitoring, policy
 from tasks.celery import app
-from tasks.sending import send_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +38,6 @@ STALE_AFTER = timedelta(minutes=10)
 JOB_SECONDS = 8.0
 # Finished drift scans are kept this long for the jobs page, then deleted.
 KEEP_FINISHED = timedelta(days=1)
-
-
-def request_window_close(deployment_id: int) -> Job | None:
-    """Queue a drift_scan job for the deployment unless one is queued already; send it on commit."""
-    deployment = Deployment.objects.filter(pk=deployment_id).first()
-    if deployment is None:
-        return None
-    job = jobs.queue_once(deployment, Job.Kind.DRIFT_SCAN)
-    if job is not None:
-        job_id = job.pk
-        send_on_commit(close_window, (job_id,))
-    return job
 
 
 @app.task(name="tasks.monitoring.close_window", ignore_result=True)
@@ -83,7 +67,7 @@ def close_window(job_id: int) -> dict[str, Any] | None:
     metrics: dict[str, Any] = {"windows": closed, "seconds": round(monotonic() - started, 3)}
     if closed:
         try:
-            metrics["policy"] = _apply_policy(deployment, closed[-1])
+            metrics["policy"] = policy.act_on_window(deployment, Window.objects.get(pk=closed[-1]))
         except Exception:  # the windows are written; a policy failure must not leave the job running
             log.exception("retrain policy failed for %s", deployment.slug)
             metrics["policy"] = "error"
@@ -93,28 +77,8 @@ def close_window(job_id: int) -> dict[str, Any] | None:
         message += f"; stopped after {JOB_SECONDS:g} s, the rest goes to the next job"
     jobs.succeed(job, message=message, metrics=metrics)
     if more:
-        request_window_close(deployment.pk)  # the rest of a backlog (unless a job is queued already)
+        monitoring.request_close(deployment)  # the rest of a backlog (unless a job is queued already)
     return metrics
-
-
-def _apply_policy(deployment: Deployment, window_id: int) -> str | None:
-    """Let the retrain policy look at the newest window; queue a retrain when it says so."""
-    deployment = Deployment.objects.get(pk=deployment.pk)
-    decision = policy.decide(deployment, Window.objects.get(pk=window_id))
-    if decision is None:
-        return None
-    action, trigger = decision
-    if action == "retrain":
-        try:
-            with transaction.atomic():
-                job = retraining.request_retrain(
-                    deployment=deployment, actor=None, reason=trigger.reason, label=policy.POLICY
-                )
-                training.send_retrain(job)
-        except Conflict as exc:  # a retrain started meanwhile, or the deployment changed
-            log.info("policy retrain for %s not queued: %s", deployment.slug, exc)
-            return None
-    return action
 
 
 @app.task(name="tasks.monitoring.close_due_windows", ignore_result=True)
@@ -124,12 +88,12 @@ def close_due_windows() -> dict[str, int]:
         log.warning("drift scan %s failed: its worker stopped answering", job.pk)
     resent = 0
     for job in jobs.stale_queued(Job.Kind.DRIFT_SCAN, RESEND_AFTER):
-        close_window.delay(job.pk)
+        jobs.resend(job)
         resent += 1
     requested = 0
     now = timezone.now()
     for deployment in Deployment.objects.active():
-        if monitoring.window_due(deployment, now) and request_window_close(deployment.pk) is not None:
+        if monitoring.window_due(deployment, now) and monitoring.request_close(deployment) is not None:
             requested += 1
     pruned, _ = Job.objects.filter(
         kind=Job.Kind.DRIFT_SCAN, status=Job.Status.SUCCEEDED, finished_at__lt=now - KEEP_FINISHED

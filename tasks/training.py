@@ -6,17 +6,17 @@ work that belongs with the models and must not delay the fast loop's compensatio
 ``default`` queue. The stale-job sweep is the exception: beat sends it to ``default`` (see the
 schedule), because a sweep queued behind a dead gpu worker would never run.
 
-Flow (DESIGN.md 5.4): ``request_retrain_job`` -> ``retrain`` -> candidate version ->
-``evaluate`` (queued by ``retrain``) -> FlipReport -> gate -> reject, or pre-warm the candidate's
-memory and, under the auto policy, promote it. Entry points call the ``request_*`` helpers, which
-call a service and send the task once the transaction commits. No task follows a promotion: the
-promotion itself warms the new version's memory before the switch (adaptive.services.releases).
+Flow: ``retraining.request_retrain`` (any entry point) -> ``retrain`` -> candidate version ->
+``evaluation.request_evaluation`` -> ``evaluate`` -> FlipReport -> gate -> reject, or pre-warm the
+candidate's memory and, under the auto policy, promote it. The services queue the Job rows and
+``adaptive.services.dispatch`` sends them here once their transaction commits. No task follows a
+promotion: the promotion itself warms the new version's memory before the switch
+(adaptive.services.releases).
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -24,49 +24,15 @@ from django.conf import settings
 from django.utils import timezone
 
 from adaptive.ml.training import resolve_device
-from adaptive.models import Deployment, Job, ModelVersion
+from adaptive.models import Job, ModelVersion
 from adaptive.services import evaluation, jobs, retraining
 from tasks.celery import app
-from tasks.sending import send_on_commit
 
 log = logging.getLogger(__name__)
 
 # A retrain or evaluation still queued after this long never reached a worker (a lost message, no
 # worker on the gpu queue): it is failed, so that the deployment can be retrained again.
 QUEUED_TIMEOUT = timedelta(hours=6)
-
-
-# --- entry points ---------------------------------------------------------------------------------
-
-
-def request_retrain_job(deployment: Deployment, actor: Any, reason: str, params: Any = None) -> Job:
-    """Queue a retrain (``retraining.request_retrain``) and send it after commit."""
-    job = retraining.request_retrain(deployment=deployment, actor=actor, reason=reason, params=params)
-    _send_on_commit(job, retrain)
-    return job
-
-
-def send_retrain(job: Job) -> None:
-    """Send a retrain job queued by ``retraining.request_retrain`` once the transaction commits."""
-    _send_on_commit(job, retrain)
-
-
-def request_evaluation_job(deployment: Deployment, old_number: Any, new_number: Any, actor: Any) -> Job:
-    """Queue an on-demand comparison of two versions and send it after commit."""
-    job = evaluation.request_evaluation(
-        deployment=deployment, old_number=old_number, new_number=new_number, actor=actor
-    )
-    _send_on_commit(job, evaluate)
-    return job
-
-
-def _send_on_commit(job: Job, task: Any) -> None:
-    # The task id is stored first, so the jobs page can name the Celery task before it runs.
-    task_id = str(uuid.uuid4())
-    Job.objects.filter(pk=job.pk).update(celery_task_id=task_id)
-    job.celery_task_id = task_id
-    job_id = job.pk
-    send_on_commit(task, (job_id,), task_id=task_id)
 
 
 # --- tasks ----------------------------------------------------------------------------------------
@@ -97,14 +63,13 @@ def retrain(job_id: int) -> dict[str, Any] | None:
     metrics.update(version=version.number, version_id=version.pk, holdout=version.metrics.get("holdout"))
     jobs.succeed(job, message=f"candidate v{version.number} trained on {device}", metrics=metrics)
     if version.parent is not None:
-        follow_up = evaluation.request_evaluation(
+        evaluation.request_evaluation(
             deployment=version.deployment,
             old_number=version.parent.number,
             new_number=version.number,
             actor=job.requested_by,
             retrain_job=job,
         )
-        _send_on_commit(follow_up, evaluate)
     return metrics
 
 

@@ -89,7 +89,7 @@ class TrackedRequest(Request):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "on_success" in cls.__dict__:
-            cls.on_success = _counting(cls.__dict__["on_success"])  # type: ignore[method-assign]
+            cls.on_success = _counting(cls.__dict__["on_success"])
 
     on_success = _counting(Request.on_success)
 
@@ -100,13 +100,13 @@ class TrackedRequest(Request):
         return super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
 
 
-class TrackedTask(Task):  # type: ignore[misc]  # celery's Task is untyped
+class TrackedTask(Task):  # celery's Task is untyped
     """The base class of every task of the app (``Celery(task_cls=...)``)."""
 
     Request = TrackedRequest
 
 
-@inspect_command()  # type: ignore[misc]
+@inspect_command()
 def loop_health(state: Any) -> dict[str, Any]:
     """``celery inspect loop_health``: the queues this worker consumes and its task outcomes."""
     consumer = state.consumer.task_consumer

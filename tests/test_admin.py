@@ -74,3 +74,55 @@ def test_revoking_tokens_in_the_admin_goes_through_the_audited_service(client):
     assert token.revoked_at is not None
     assert m.AuditEntry.objects.filter(action=m.AuditEntry.Action.REVOKE_TOKEN, actor_label="root-admin").count() == 1
     assert api.get("/api/v1/tokens").status_code == 401
+
+
+def _change_form_data(deployment: m.Deployment, **changes: object) -> dict[str, object]:
+    """The admin change form's fields as the page would post them, with ``changes`` applied."""
+    import json
+
+    from adaptive.admin import DeploymentForm
+
+    form = DeploymentForm(instance=deployment)
+    data: dict[str, object] = {}
+    for name in form.fields:
+        value = form[name].value()
+        if isinstance(value, list | dict):
+            value = json.dumps(value)
+        if value is None:
+            value = ""
+        if isinstance(value, bool):
+            if not value:
+                continue  # an unchecked box is not posted
+            value = "on"
+        data[name] = value
+    data.update(changes)
+    return data
+
+
+def test_settings_edited_in_the_admin_are_audited_like_the_apis(client, deployment):
+    root = get_user_model().objects.create_superuser("root-admin", password="pw-for-tests-123")
+    client.force_login(root)
+    url = reverse("admin:adaptive_deployment_change", args=[deployment.pk])
+
+    response = client.post(url, _change_form_data(deployment, compensation_lambda="0.25", name="Renamed"))
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    deployment.refresh_from_db()
+    assert deployment.compensation_lambda == 0.25 and deployment.name == "Renamed"
+    entry = m.AuditEntry.objects.get(action=m.AuditEntry.Action.UPDATE_SETTINGS)
+    assert entry.actor_label == "root-admin"
+    assert entry.details["changes"] == {"compensation_lambda": {"from": 0.7, "to": 0.25}}
+
+
+def test_the_admin_refuses_settings_outside_the_apis_bounds(client, deployment):
+    root = get_user_model().objects.create_superuser("root-admin", password="pw-for-tests-123")
+    client.force_login(root)
+    url = reverse("admin:adaptive_deployment_change", args=[deployment.pk])
+
+    response = client.post(url, _change_form_data(deployment, compensation_gamma="1.5"))
+
+    assert response.status_code == 200  # the form again, with the error
+    assert "must be in [0, 1]" in response.content.decode()
+    deployment.refresh_from_db()
+    assert deployment.compensation_gamma != 1.5
+    assert not m.AuditEntry.objects.filter(action=m.AuditEntry.Action.UPDATE_SETTINGS).exists()

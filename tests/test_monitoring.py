@@ -17,7 +17,6 @@ from adaptive.services.monitoring import ErrorStreamDetectors, training_profile
 from adaptive.services.registry import upload_version
 from tasks import monitoring as monitoring_tasks
 from tasks.celery import app
-from tasks.monitoring import request_window_close
 from tests.factories import DeploymentFactory, deployment_with_live_version, make_rows, model_artifacts
 
 pytestmark = pytest.mark.django_db
@@ -162,12 +161,11 @@ def test_window_close_requests_coalesce_into_one_queued_job_sent_on_commit(
     dep: Deployment, django_capture_on_commit_callbacks: Any
 ) -> None:
     with django_capture_on_commit_callbacks() as callbacks:
-        first = request_window_close(dep.pk)
-        second = request_window_close(dep.pk)
+        first = monitoring.request_close(dep)
+        second = monitoring.request_close(dep)
     assert first is not None and first.kind == "drift_scan" and first.status == "queued"
     assert second is None
     assert len(callbacks) == 1
-    assert request_window_close(dep.pk + 1000) is None  # a deleted deployment
 
 
 def test_a_backlog_is_closed_in_jobs_of_at_most_job_seconds(
@@ -181,7 +179,7 @@ def test_a_backlog_is_closed_in_jobs_of_at_most_job_seconds(
     monkeypatch.setattr(monitoring_tasks, "monotonic", lambda: next(clock))
     assert monitoring_tasks.JOB_SECONDS == 8.0
     with django_capture_on_commit_callbacks():
-        job = request_window_close(dep.pk)
+        job = monitoring.request_close(dep)
     assert job is not None
 
     with django_capture_on_commit_callbacks() as sent:

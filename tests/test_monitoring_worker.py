@@ -2,7 +2,7 @@
 
 The worker and beat run as separate processes against the test database. They are started from a
 small script rather than ``celery -A tasks`` so that the monitoring tasks route to a private queue:
-``request_window_close`` sends to the ``default`` queue, which a developer's own worker on the same
+``monitoring.request_close`` sends to the ``default`` queue, which a developer's own worker on the same
 broker would otherwise take.
 """
 
@@ -23,10 +23,10 @@ import pytest
 from django.utils import timezone
 
 from adaptive.models import Deployment, Event, Job, MonitorState, Window
-from adaptive.services import jobs
+from adaptive.services import jobs, monitoring
 from adaptive.services.monitoring import ErrorStreamDetectors
 from tasks.celery import app
-from tasks.monitoring import close_window, request_window_close
+from tasks.monitoring import close_window
 from tasks.system import ping
 from tests import worker as worker_helpers
 from tests.factories import deployment_with_live_version
@@ -166,7 +166,7 @@ def test_detector_state_survives_a_killed_worker_and_a_duplicate_message_closes_
         add_events(dep, [ago(30 - i) + timedelta(milliseconds=k) for k in range(100)], seed=i, error=0.1)
 
     with process("worker", queue, tmp_path) as worker:
-        job = request_window_close(dep.pk)
+        job = monitoring.request_close(dep)
         assert job is not None
         wait_for(lambda: finished(job), timeout=90)
         worker.kill()  # no warm shutdown: whatever it held in memory is gone
@@ -178,7 +178,7 @@ def test_detector_state_survives_a_killed_worker_and_a_duplicate_message_closes_
     # The error jumps; a new worker process picks up the saved detectors.
     add_events(dep, [ago(1) + timedelta(milliseconds=k) for k in range(100)], seed=9, error=0.6)
     with process("worker", queue, tmp_path):
-        job = request_window_close(dep.pk)
+        job = monitoring.request_close(dep)
         assert job is not None
         wait_for(lambda: finished(job), timeout=90)
         # The same message again (a redelivery): the job is no longer queued, so nothing runs.
@@ -215,7 +215,7 @@ def test_a_backlog_drains_through_a_chain_of_jobs_each_within_its_time_budget(qu
         add_events(dep, [ago(30 - i) + timedelta(milliseconds=k) for k in range(100)], seed=i)
 
     with process("worker", queue, tmp_path, TEST_JOB_SECONDS="0"):
-        first = request_window_close(dep.pk)
+        first = monitoring.request_close(dep)
         assert first is not None
         wait_for(lambda: len(windows_of(dep)) == 4, timeout=90)
         wait_for(lambda: not Job.objects.filter(status__in=Job.ACTIVE_STATUSES).exists(), timeout=60)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from adaptive.models import AuditEntry, Deployment, Job, Window
-from adaptive.services import policy
-from tasks import monitoring as monitoring_tasks
-from tests.factories import WindowFactory, deployment_with_live_version
+from adaptive.services import policy, retraining
+from tests.factories import UserFactory, WindowFactory, deployment_with_live_version
 
 pytestmark = pytest.mark.django_db
 
@@ -73,7 +73,7 @@ def test_the_auto_policy_queues_a_retrain_once_per_cooldown(dep: Deployment) -> 
     dep.refresh_from_db()
     window = WindowFactory(deployment=dep, detector_signals=DRIFTED)
 
-    assert monitoring_tasks._apply_policy(dep, window.pk) == "retrain"
+    assert policy.act_on_window(dep, window) == "retrain"
     job = Job.objects.get(kind=Job.Kind.RETRAIN)
     assert job.status == Job.Status.QUEUED
     entry = AuditEntry.objects.get(action=AuditEntry.Action.RETRAIN)
@@ -81,7 +81,7 @@ def test_the_auto_policy_queues_a_retrain_once_per_cooldown(dep: Deployment) -> 
 
     Job.objects.filter(pk=job.pk).update(status=Job.Status.SUCCEEDED)
     later = WindowFactory(deployment=dep, detector_signals=DRIFTED)
-    assert monitoring_tasks._apply_policy(dep, later.pk) is None  # still inside the cooldown
+    assert policy.act_on_window(dep, later) is None  # still inside the cooldown
     assert Job.objects.filter(kind=Job.Kind.RETRAIN).count() == 1
 
 
@@ -90,3 +90,21 @@ def test_a_paused_deployment_is_left_alone(dep: Deployment) -> None:
     dep.refresh_from_db()
 
     assert policy.decide(dep, WindowFactory(deployment=dep, detector_signals=DRIFTED)) is None
+
+
+@pytest.mark.parametrize("retrain_policy", ["auto", "manual"])
+def test_an_operators_retrain_starts_the_cooldown_too(dep: Deployment, retrain_policy: str) -> None:
+    Deployment.objects.filter(pk=dep.pk).update(retrain_policy=retrain_policy, retrain_cooldown_minutes=60)
+    dep.refresh_from_db()
+    operator = UserFactory(role="operator")
+    job = retraining.request_retrain(deployment=dep, actor=operator, reason="by hand")
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.SUCCEEDED)  # finished: only the cooldown holds
+
+    assert policy.decide(dep, WindowFactory(deployment=dep, detector_signals=DRIFTED)) is None
+    assert Job.objects.filter(kind=Job.Kind.RETRAIN).count() == 1
+    assert not AuditEntry.objects.filter(actor_label="policy").exists()
+
+    # Past the cooldown, the same signal acts again.
+    Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=61))
+    decision = policy.decide(dep, WindowFactory(deployment=dep, detector_signals=DRIFTED))
+    assert decision is not None and decision[0] == ("retrain" if retrain_policy == "auto" else "flag")

@@ -21,6 +21,7 @@ from django.conf import settings
 from adaptive import runtime
 from adaptive.errors import Conflict
 from adaptive.models import Deployment, ErrorSample, FlipReport, Job, ModelVersion, Release
+from adaptive.services import retraining
 from tasks import training
 from tasks.celery import app
 from tests.factories import deployment_with_live_version
@@ -61,7 +62,7 @@ def test_a_retrain_request_ends_in_an_automatic_promotion_with_a_warm_memory() -
     dep = _deployment(gate_max_nfr=1.0, gate_min_metric_delta=0.0)
 
     with celery_worker(["default", "gpu"]):
-        job = training.request_retrain_job(dep, None, "drift on carrier", FAST)
+        job = retraining.request_retrain(deployment=dep, actor=None, reason="drift on carrier", params=FAST)
         evaluation_job = wait_for(
             lambda: Job.objects.filter(deployment=dep, kind=Job.Kind.EVALUATION, status=Job.Status.SUCCEEDED).first(),
             timeout=120,
@@ -87,7 +88,7 @@ def test_a_candidate_that_fails_its_gate_is_rejected_and_never_served() -> None:
     dep = _deployment(gate_max_nfr=0.0)
 
     with celery_worker(["default", "gpu"]):
-        training.request_retrain_job(dep, None, "drift", FAST)
+        retraining.request_retrain(deployment=dep, actor=None, reason="drift", params=FAST)
         evaluation_job = wait_for(
             lambda: Job.objects.filter(deployment=dep, kind=Job.Kind.EVALUATION, status=Job.Status.SUCCEEDED).first(),
             timeout=120,
@@ -121,10 +122,10 @@ def test_a_worker_killed_mid_round_leaves_the_live_version_and_the_sweep_fails_i
     slow = {"epochs": 5000, "batch_size": 8, "patience": None}  # minutes of work on the CPU
 
     with celery_worker(["default", "gpu"]) as (worker_name, _):
-        job = training.request_retrain_job(dep, None, "slow round", slow)
+        job = retraining.request_retrain(deployment=dep, actor=None, reason="slow round", params=slow)
         wait_for(lambda: Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, progress__gt=0).exists())
         with pytest.raises(Conflict, match="already queued or running"):
-            training.request_retrain_job(dep, None, "a second one", FAST)
+            retraining.request_retrain(deployment=dep, actor=None, reason="a second one", params=FAST)
 
         os.kill(_pid_of(worker_name), signal.SIGKILL)
 
@@ -138,4 +139,7 @@ def test_a_worker_killed_mid_round_leaves_the_live_version_and_the_sweep_fails_i
     assert _live_number(dep) == 1
     assert not FlipReport.objects.filter(deployment=dep).exists()
     # The failed job no longer blocks the deployment.
-    assert training.request_retrain_job(dep, None, "after the crash", FAST).status == Job.Status.QUEUED
+    assert (
+        retraining.request_retrain(deployment=dep, actor=None, reason="after the crash", params=FAST).status
+        == Job.Status.QUEUED
+    )

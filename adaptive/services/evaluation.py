@@ -1,4 +1,4 @@
-"""The slow loop's gate: compare two versions on the same labeled events (DESIGN.md 4.4).
+"""The slow loop's gate: compare two versions on the same labeled events (docs/design.md).
 
 ``request_evaluation`` queues an evaluation Job for any two versions of a deployment (an
 operator's on-demand comparison, or the retrain task's check of its candidate against the live
@@ -31,7 +31,7 @@ from adaptive.ml.flips import FlipReport as FlipMetrics
 from adaptive.ml.flips import evaluate_gate, flip_report
 from adaptive.ml.preprocessing import RowError
 from adaptive.models import Deployment, Event, FlipReport, Job, ModelVersion
-from adaptive.services import audit, memory, releases
+from adaptive.services import audit, dispatch, memory, releases
 from adaptive.services.retraining import Cancelled, JobReporter, holdout_events
 
 # On-demand comparisons score this many of the newest labeled events unless asked otherwise.
@@ -84,14 +84,17 @@ def request_evaluation(
         if new.origin_job_id != retrain_job.pk or not holdout:
             raise InvalidInput("new", f"version {new.number} was not produced by retrain job {retrain_job.pk}")
         job_params.update(retrain_job=retrain_job.pk, holdout=holdout)
-    return Job.objects.create(
+    job = Job.objects.create(
         deployment=deployment,
         kind=Job.Kind.EVALUATION,
         status=Job.Status.QUEUED,
         params=job_params,
         requested_by=audit.user_of(actor),
         message=f"queued: v{old.number} vs v{new.number}",
+        celery_task_id=dispatch.new_task_id(),
     )
+    dispatch.send(job)  # evaluated once the caller commits
+    return job
 
 
 def _version(deployment: Deployment, number: Any, field: str) -> ModelVersion:

@@ -23,7 +23,8 @@ from django.utils import timezone
 
 from adaptive.errors import Conflict, InvalidInput
 from adaptive.ml.limits import MAX_CATEGORY_LENGTH, MAX_FEATURES, MAX_ID_LENGTH, MAX_NAME_LENGTH, is_float32
-from adaptive.models import Deployment, Event, ModelVersion, Task
+from adaptive.models import Deployment, Event, Job, ModelVersion, Task
+from adaptive.services import jobs
 from adaptive.services.serving import Scored, score_external, score_hosted
 
 _DEADLOCK_RETRIES = 3
@@ -448,10 +449,17 @@ def _stored_predictions(deployment: Deployment, ids: list[str]) -> dict[str, Pre
 
 
 def record_feedback(*, deployment: Deployment, payload: Any) -> FeedbackResult:
-    """Store labels for known, unlabeled events; the first label of an event wins."""
+    """Store labels for known, unlabeled events; the first label of an event wins.
+
+    Accepted labels queue a compensation update (one queued per deployment at a time), which moves
+    them into the error memory once the labels are committed.
+    """
     ids, labels = parse_feedback(payload, deployment)
     now = timezone.now()
-    return _with_deadlock_retry(lambda: _update_labels(deployment, ids, labels, now))
+    result: FeedbackResult = _with_deadlock_retry(lambda: _update_labels(deployment, ids, labels, now))
+    if result.accepted:
+        jobs.queue_once(deployment, Job.Kind.COMPENSATION)
+    return result
 
 
 def _update_labels(deployment: Deployment, ids: list[str], labels: list[int], now: datetime) -> FeedbackResult:

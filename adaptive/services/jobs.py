@@ -16,10 +16,11 @@ from django.db.models import F
 from django.utils import timezone
 
 from adaptive.models import Deployment, Job
+from adaptive.services import dispatch
 
 
 def queue_once(deployment: Deployment, kind: str, *, params: dict[str, Any] | None = None) -> Job | None:
-    """Create a queued job of ``kind`` unless one is queued already for the deployment.
+    """Create a queued job of ``kind`` unless one is queued already, and send it after the commit.
 
     Returns None when one is queued: it has not started, so it will see every row committed
     before it does; this is what coalesces many feedback calls into one update at a time.
@@ -27,9 +28,18 @@ def queue_once(deployment: Deployment, kind: str, *, params: dict[str, Any] | No
     """
     try:
         with transaction.atomic():
-            return Job.objects.create(deployment=deployment, kind=kind, params=params or {})
+            job = Job.objects.create(
+                deployment=deployment, kind=kind, params=params or {}, celery_task_id=dispatch.new_task_id()
+            )
     except IntegrityError:
         return None
+    dispatch.send(job)
+    return job
+
+
+def resend(job: Job) -> None:
+    """Send a queued job's message again (its first may be lost); claiming makes a duplicate harmless."""
+    dispatch.send(job)
 
 
 def claim(job_id: int, kind: str, *, device: str = "") -> Job | None:

@@ -1,6 +1,6 @@
 """Monitoring windows: metrics, drift and streaming detectors over batches of labeled events.
 
-A **window** is a point of the adaptation curve (DESIGN.md 3, 5.3). Windows cut the stream of
+A **window** is a point of the adaptation curve (docs/design.md). Windows cut the stream of
 *labels* (not of predictions): a window holds the events labeled in ``(labeled_from, labeled_to]``
 and the next one starts where it ended, so every label lands in exactly one window whatever order
 the labels arrive in. A window closes after ``Deployment.window_events`` labels, or once the oldest
@@ -43,8 +43,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import numbers
 import operator
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -62,8 +60,20 @@ from django.utils import timezone
 
 from adaptive.ml import drift
 from adaptive.ml.flips import log_loss, roc_auc
+from adaptive.ml.jsonsafe import jsonable
 from adaptive.ml.limits import MAX_NAME_LENGTH
-from adaptive.models import Deployment, DriftMetric, ErrorSample, Event, ModelVersion, MonitorState, Task, Window
+from adaptive.models import (
+    Deployment,
+    DriftMetric,
+    ErrorSample,
+    Event,
+    Job,
+    ModelVersion,
+    MonitorState,
+    Task,
+    Window,
+)
+from adaptive.services import jobs
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +194,11 @@ def window_due(deployment: Deployment, now: datetime | None = None) -> bool:
         return True
     size = _window_size(deployment)
     return waiting[:size].count() >= size
+
+
+def request_close(deployment: Deployment) -> Job | None:
+    """Queue a drift scan for the deployment unless one is queued already; sent after the commit."""
+    return jobs.queue_once(deployment, Job.Kind.DRIFT_SCAN)
 
 
 # --- closing a window -----------------------------------------------------------------------------
@@ -568,8 +583,8 @@ def training_profile(
     prediction = p if p.ndim == 1 else p.max(axis=1)
     errors, _ = _errors(p, y, DEFAULT_THRESHOLD)
     return {
-        "features": {name: [_json_value(rows[i].get(name)) for i in keep] for name in names},
-        "prediction": [_json_value(round(float(v), ERROR_DECIMALS)) for v in prediction[keep]],
+        "features": {name: [jsonable(rows[i].get(name)) for i in keep] for name in names},
+        "prediction": [jsonable(round(float(v), ERROR_DECIMALS)) for v in prediction[keep]],
         "label": [int(v) for v in y[keep]],
         "error": [errors[i] for i in keep],
     }
@@ -712,15 +727,3 @@ def _monitored_version(deployment: Deployment) -> ModelVersion | None:
     if deployment.serving == Deployment.Serving.EXTERNAL:
         return None
     return deployment.live_version
-
-
-def _json_value(value: Any) -> Any:
-    """A plain JSON value: NumPy scalars become Python ones, NaN and infinities become None
-    (PostgreSQL's jsonb has no NaN)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
-        return float(value)
-    return value

@@ -1,4 +1,4 @@
-"""The retrain policy: when monitoring says compensation no longer keeps up (DESIGN.md 4.3, 5).
+"""The retrain policy: when monitoring says compensation no longer keeps up (docs/design.md).
 
 Two triggers, checked after each closed window:
 
@@ -9,20 +9,26 @@ Two triggers, checked after each closed window:
 
 A trigger inside the deployment's cooldown (a retrain requested, or a flag raised, within
 ``retrain_cooldown_minutes``) or while a retrain is active does nothing. Policy ``manual`` only
-flags (an AuditEntry by "policy" that says why); policy ``auto`` asks for a retrain, which the
-task layer queues. Either way the audit log says why.
+flags (an AuditEntry by "policy" that says why); policy ``auto`` requests a retrain
+(``act_on_window``), which is sent to the ``gpu`` queue like an operator's. Either way the audit log
+says why.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Literal
 
+from django.db import transaction
 from django.utils import timezone
 
+from adaptive.errors import Conflict
 from adaptive.models import AuditEntry, Deployment, Job, Window
-from adaptive.services import audit
+from adaptive.services import audit, retraining
+
+log = logging.getLogger(__name__)
 
 PERFORMANCE_WINDOWS: Final = 3
 PERFORMANCE_DROP: Final = 0.02
@@ -69,8 +75,7 @@ def retrain_trigger(deployment: Deployment, window: Window) -> Trigger | None:
 def decide(deployment: Deployment, window: Window) -> tuple[Literal["retrain", "flag"], Trigger] | None:
     """Apply the policy to a closed window: ("retrain", why), ("flag", why) or None.
 
-    "flag" is recorded here (an audit entry); "retrain" is for the caller to queue with
-    ``retraining.request_retrain(..., label="policy")``, which writes its own audit entry.
+    "flag" is recorded here (an audit entry); "retrain" is acted on by ``act_on_window``.
     """
     if deployment.status != Deployment.Status.ACTIVE or deployment.live_version_id is None:
         return None
@@ -97,3 +102,24 @@ def decide(deployment: Deployment, window: Window) -> tuple[Literal["retrain", "
         details={"flagged": True, **trigger.details},
     )
     return "flag", trigger
+
+
+def act_on_window(deployment: Deployment, window: Window) -> Literal["retrain", "flag"] | None:
+    """Decide on a closed window and act: request the retrain (policy auto) or flag it (manual).
+
+    Returns what was done. A retrain that cannot be requested (one started meanwhile, the deployment
+    changed) is logged and gives None.
+    """
+    deployment = Deployment.objects.get(pk=deployment.pk)
+    decision = decide(deployment, window)
+    if decision is None:
+        return None
+    action, trigger = decision
+    if action == "retrain":
+        try:
+            with transaction.atomic():
+                retraining.request_retrain(deployment=deployment, actor=None, reason=trigger.reason, label=POLICY)
+        except Conflict as exc:
+            log.info("policy retrain for %s not requested: %s", deployment.slug, exc)
+            return None
+    return action

@@ -1,4 +1,4 @@
-"""Promotion, rollback, pause/resume and memory reset: the operator's controls (DESIGN.md 5).
+"""Promotion, rollback, pause/resume and memory reset: the operator's controls (docs/design.md).
 
 Each switch is one short transaction under a lock on the deployment row, so a rollback racing a
 promotion ends in one consistent state: whichever commits second sees the first's result. The

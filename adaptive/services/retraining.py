@@ -2,7 +2,7 @@
 
 ``request_retrain`` queues a retrain Job (the database allows one queued or running retrain per
 deployment: constraint one_active_retrain_per_deployment) and audits who asked and why.
-``run_retrain`` is the job's work (DESIGN.md 4.5): it continues training the live version on the
+``run_retrain`` is the job's work: it continues training the live version on the
 deployment's labeled events and registers the result as a *candidate* version, never live. (The
 candidate's error memory is warmed by adaptive.services.memory.warm: by the evaluation when it
 passes its gate, and in any case by the promotion, before the switch.)
@@ -44,11 +44,12 @@ from adaptive import artifacts, runtime
 from adaptive.errors import Conflict, InvalidInput
 from adaptive.ml.architectures import build_model
 from adaptive.ml.compensation import fit_key_mean
+from adaptive.ml.jsonsafe import jsonable
 from adaptive.ml.preprocessing import FeatureEncoder, RowError, TabularBatch, input_spec, parse_schema
 from adaptive.ml.training import Progress, TrainConfig, TrainResult, continual_train, resolve_device
 from adaptive.ml.weights import load_into, state_dict_to_bytes
 from adaptive.models import AuditEntry, Deployment, Event, Job, ModelVersion
-from adaptive.services import audit
+from adaptive.services import audit, dispatch
 
 # A round with fewer labeled events than this cannot train and evaluate anything meaningful.
 MIN_LABELED_EVENTS: Final = 200
@@ -86,7 +87,7 @@ class _Param:
     nullable: bool = False
 
 
-# The knobs of DESIGN.md 4.5 an operator may turn per request; everything else is TrainConfig's default.
+# The retrain knobs an operator may turn per request; everything else is TrainConfig's default.
 RETRAIN_PARAMS: Final[dict[str, _Param]] = {
     "epochs": _Param(int, 10, 1, 10_000),
     "lr": _Param(float, 1e-3, 0.0, 1.0, low_open=True),
@@ -151,7 +152,7 @@ def _checked(field: str, value: Any, spec: _Param) -> Any:
 def request_retrain(
     *, deployment: Deployment, actor: Any, reason: str, params: Any = None, label: str | None = None
 ) -> Job:
-    """Queue a retrain of the deployment's live version; the caller sends the task after commit.
+    """Queue a retrain of the deployment's live version; its task is sent once the caller commits.
 
     ``label`` names a non-user actor in the audit log (``"policy"`` for automatic retrains).
     Raises ``InvalidInput`` for a bad parameter and ``Conflict`` when the deployment cannot be
@@ -173,9 +174,11 @@ def request_retrain(
                     params=resolved,
                     requested_by=audit.user_of(actor),
                     message=f"queued: retrain of v{locked.live_version.number}" if locked.live_version else "",
+                    celery_task_id=dispatch.new_task_id(),
                 )
         except IntegrityError:
             raise Conflict("a retrain is already queued or running") from None
+        dispatch.send(job)
         audit.record(
             action=AuditEntry.Action.RETRAIN,
             deployment=locked,
@@ -305,9 +308,64 @@ def _train_candidate(
     reporter: JobReporter,
     progress: Callable[[Progress], None] | None,
 ) -> ModelVersion:
+    """The round's steps: choose the data, train, build the candidate's artifacts, register it."""
     live = deployment.live_version
     assert live is not None
+    data = _round_data(job, deployment, params)
+    loaded = runtime.load_version(deployment, live)
+    new_batch, new_labels = _encode(loaded.encoder, data.recent)
+    replay = _encode(loaded.encoder, data.replay) if len(data.replay) else None
 
+    def on_epoch(point: Progress) -> None:
+        reporter(point)
+        if progress is not None:
+            progress(point)
+
+    reporter.write(0.0, f"training on {len(data.recent)} recent + {len(data.replay)} replayed events")
+    config = _train_config(params, replay_size=len(data.replay))
+    result = continual_train(loaded.model, (new_batch, new_labels), replay, config, progress=on_epoch)
+
+    reporter.write(TRAINING_SPAN, "saving the candidate")
+    candidate = build_model(
+        live.architecture,
+        live.config,
+        input_spec(parse_schema(deployment.feature_schema), live.preprocessing),
+        deployment.n_outputs,
+    )
+    load_into(candidate, result.state_dict)
+    candidate.eval()
+    key_mean = fit_key_mean(candidate, _concat(new_batch, replay[0] if replay is not None else None))
+    with torch.inference_mode():
+        recent_proba = candidate.predict_proba(new_batch)
+    weights = state_dict_to_bytes(candidate)
+    relative, digest = artifacts.store_weights(deployment.slug, weights)
+    times = data.recent.times + data.replay.times
+    return _register_candidate(
+        job,
+        deployment,
+        weights_path=relative,
+        weights_sha256=digest,
+        weights_size=len(weights),
+        key_mean=[float(v) for v in key_mean.tolist()],
+        profile=_profile(data.recent, recent_proba, new_labels),
+        data_start=min(times),
+        data_end=max(times),
+        metrics=_metrics(result, holdout=data.holdout, n_labeled=data.n_labeled),
+    )
+
+
+@dataclass
+class _RoundData:
+    """What a round trains on: recent rows and a replay of older ones; the newest are held out."""
+
+    n_labeled: int
+    holdout: dict[str, Any]
+    recent: _Rows
+    replay: _Rows
+
+
+def _round_data(job: Job, deployment: Deployment, params: dict[str, Any]) -> _RoundData:
+    """Hold out the newest labeled events, take the next ``recent`` and a seeded replay of the rest."""
     # The time of the request: labels that arrived while the job waited in the queue are not its data.
     cutoff = job.created_at
     labeled = Event.objects.filter(deployment=deployment, label__isnull=False, labeled_at__lte=cutoff)
@@ -329,21 +387,19 @@ def _train_candidate(
         "labeled_before": cutoff.isoformat(),
         "n": n_holdout,
     }
-    recent_rows = _read_rows(newest_first[n_holdout : n_holdout + params["recent"]])
-    recent_rows = _reversed(recent_rows)
-    older = newest_first[n_holdout + len(recent_rows) :]
-    replay_rows = _replay_sample(older, round(params["replay_fraction"] * len(recent_rows)), params["seed"])
+    recent = _reversed(_read_rows(newest_first[n_holdout : n_holdout + params["recent"]]))
+    older = newest_first[n_holdout + len(recent) :]
+    replay = _replay_sample(older, round(params["replay_fraction"] * len(recent)), params["seed"])
+    return _RoundData(n_labeled=n_labeled, holdout=holdout, recent=recent, replay=replay)
 
-    loaded = runtime.load_version(deployment, live)
-    encoder = loaded.encoder
-    new_batch, new_labels = _encode(encoder, recent_rows)
-    replay = _encode(encoder, replay_rows) if len(replay_rows) else None
-    config = TrainConfig(
+
+def _train_config(params: dict[str, Any], *, replay_size: int) -> TrainConfig:
+    return TrainConfig(
         epochs=params["epochs"],
         batch_size=params["batch_size"],
         lr=params["lr"],
         min_lr=min(TrainConfig.min_lr, params["lr"]),
-        replay_size=len(replay_rows),
+        replay_size=replay_size,
         distillation="focal" if params["distill"] else None,
         temperature=params["temperature"],
         distill_weight=params["distill_weight"],
@@ -353,31 +409,11 @@ def _train_candidate(
         device=str(resolve_device(settings.ADAPTIVE_DEVICE)),
     )
 
-    def on_epoch(point: Progress) -> None:
-        reporter(point)
-        if progress is not None:
-            progress(point)
 
-    reporter.write(0.0, f"training on {len(recent_rows)} recent + {len(replay_rows)} replayed events")
-    result = continual_train(loaded.model, (new_batch, new_labels), replay, config, progress=on_epoch)
-
-    reporter.write(TRAINING_SPAN, "saving the candidate")
-    schema = parse_schema(deployment.feature_schema)
-    candidate = build_model(
-        live.architecture, live.config, input_spec(schema, live.preprocessing), deployment.n_outputs
-    )
-    load_into(candidate, result.state_dict)
-    candidate.eval()
-    training_batch = _concat(new_batch, replay[0] if replay is not None else None)
-    key_mean = fit_key_mean(candidate, training_batch)
-    with torch.inference_mode():
-        recent_proba = candidate.predict_proba(new_batch)
-    profile = _profile(recent_rows, recent_proba, new_labels)
-    weights = state_dict_to_bytes(candidate)
-    relative, digest = artifacts.store_weights(deployment.slug, weights)
-
-    times = recent_rows.times + replay_rows.times
-    metrics = _metrics(result, holdout=holdout, n_labeled=n_labeled)
+def _register_candidate(job: Job, deployment: Deployment, **fields: Any) -> ModelVersion:
+    """Write the candidate version, unless the job stopped running while it trained."""
+    live = deployment.live_version
+    assert live is not None
     with transaction.atomic():
         locked = Deployment.objects.select_for_update(no_key=True).get(pk=deployment.pk)
         # Checked under the lock, after the expensive part: a job cancelled (or swept as stale)
@@ -386,29 +422,21 @@ def _train_candidate(
         if status != Job.Status.RUNNING:
             raise Cancelled(f"job {job.pk} is no longer running (status {status})")
         number = (ModelVersion.objects.filter(deployment=locked).aggregate(n=Max("number"))["n"] or 0) + 1
-        version = ModelVersion.objects.create(
+        return ModelVersion.objects.create(
             deployment=locked,
             number=number,
             parent=live,
             architecture=live.architecture,
             config=live.config,
             preprocessing=live.preprocessing,
-            key_mean=[float(v) for v in key_mean.tolist()],
             threshold=live.threshold,
-            profile=profile,
-            weights_path=relative,
-            weights_sha256=digest,
-            weights_size=len(weights),
             status=ModelVersion.Status.CANDIDATE,
             origin=ModelVersion.Origin.RETRAINED,
             origin_job=job,
-            data_start=min(times),
-            data_end=max(times),
-            metrics=metrics,
             notes=f"retrained from v{live.number} by job {job.pk}",
             created_by=job.requested_by,
+            **fields,
         )
-    return version
 
 
 def _read_rows(queryset: QuerySet[Event]) -> _Rows:
@@ -481,7 +509,7 @@ def _metrics(result: TrainResult, *, holdout: dict[str, Any], n_labeled: int) ->
         keep = sorted({round(i * (len(curve) - 1) / (MAX_CURVE_POINTS - 1)) for i in range(MAX_CURVE_POINTS)})
         curve = [curve[i] for i in keep]
     best = next((p for p in result.curve if p["epoch"] == result.best_epoch), result.curve[-1])
-    return _json_safe(
+    return jsonable(
         {
             "n_labeled": n_labeled,
             "n_train": result.n_train,
@@ -505,20 +533,6 @@ def _metrics(result: TrainResult, *, holdout: dict[str, Any], n_labeled: int) ->
             "config": {k: v for k, v in result.config.items() if k != "device"},
         }
     )
-
-
-def _json_safe(value: Any) -> Any:
-    """Non-finite floats become None: PostgreSQL's jsonb (and JSON itself) has no NaN."""
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-# --- holdout sets ---------------------------------------------------------------------------------
 
 
 def holdout_events(deployment: Deployment, holdout: dict[str, Any]) -> QuerySet[Event]:

@@ -2,7 +2,7 @@
 
 ``score_hosted`` runs a version's model once through ``embed``: the hidden layer gives the base
 score (``head``) and the memory key, and the live memory of that version corrects the score
-(DESIGN.md 4.2). ``score_external`` does the same for a model served elsewhere, from the score and
+(docs/design.md). ``score_external`` does the same for a model served elsewhere, from the score and
 key vector the client sends. Both return the keys as bytes for the Event rows, so feedback never
 needs a second forward pass.
 """

@@ -10,19 +10,19 @@ from __future__ import annotations
 import orjson
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiExample, extend_schema
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from adaptive.errors import InvalidInput
 from adaptive.models import Deployment
+from adaptive.selectors.deployments import get_deployment
 from adaptive.services import ingest
 from api import serializers as s
 from api.errors import json_response
 from api.permissions import CanIngest, key_may_use
 from api.throttling import IngestionKeyRateThrottle
-from tasks.adaptation import request_memory_update
 
 PREDICT_EXAMPLE = {
     "rows": [
@@ -38,9 +38,8 @@ FEEDBACK_EXAMPLE = {"labels": [{"id": "flight-2013-06-01-UA-1545", "label": "del
 
 
 def _deployment_for(request: Request, slug: str) -> Deployment:
-    deployment = Deployment.objects.select_related("live_version").filter(slug=slug).first()
-    if deployment is None:
-        raise NotFound(f"no deployment {slug!r}")
+    """The deployment, with its live version in the same query; a key of another deployment is a 403."""
+    deployment = get_deployment(slug, with_live_version=True)
     if not key_may_use(request, deployment.pk):
         raise PermissionDenied("this ingestion key belongs to another deployment")
     return deployment
@@ -93,11 +92,8 @@ class FeedbackView(APIView):
     )
     def post(self, request: Request, slug: str) -> HttpResponse:
         deployment = _deployment_for(request, slug)
-        result = ingest.record_feedback(deployment=deployment, payload=_body(request))
-        if result.accepted:
-            # The labels are committed; the worker moves them into the error memory.
-            request_memory_update(deployment)
-        return json_response(result)
+        # Accepted labels queue the compensation update that moves them into the error memory.
+        return json_response(ingest.record_feedback(deployment=deployment, payload=_body(request)))
 
 
 class CompensateView(APIView):

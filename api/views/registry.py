@@ -7,18 +7,18 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db.models import QuerySet
-from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, status
-from rest_framework.exceptions import NotFound
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from adaptive.errors import InvalidInput
-from adaptive.models import Deployment, IngestionKey, ModelVersion
+from adaptive.models import Deployment, ModelVersion
+from adaptive.selectors import registry as selected
+from adaptive.selectors.deployments import get_deployment
 from adaptive.services import deployments, keys, registry
 from api import serializers as s
 from api import serializers_credentials as sc
@@ -84,9 +84,12 @@ class DeploymentListView(generics.ListCreateAPIView):
 class DeploymentDetailView(generics.RetrieveAPIView):
     serializer_class = s.DeploymentSerializer
     permission_classes = [IsOperatorForWrites]
+    # For the schema (the slug's type); requests look the deployment up in get_object.
+    queryset = Deployment.objects.all()
     lookup_field = "slug"
-    lookup_url_kwarg = "slug"
-    queryset = Deployment.objects.select_related("live_version")
+
+    def get_object(self) -> Deployment:
+        return get_deployment(self.kwargs["slug"], with_live_version=True)
 
     def patch(self, request: Request, slug: str) -> Response:
         deployment = self.get_object()
@@ -105,15 +108,9 @@ class VersionListView(generics.ListAPIView):
     parser_classes = [MultiPartParser]
 
     def get_queryset(self) -> QuerySet[ModelVersion]:
-        deployment = get_object_or_404(Deployment, slug=self.kwargs["slug"])
-        # The parent is only shown by number, and no version's training profile is: neither is loaded
-        # (a profile is thousands of values per column).
-        heavy = ("profile", "preprocessing", "key_mean", "config", "metrics", "notes")
-        return (
-            ModelVersion.objects.filter(deployment=deployment)
-            .select_related("deployment", "parent")
-            .defer("profile", "deployment__feature_schema", *(f"parent__{field}" for field in heavy))
-        )
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no request to read
+            return ModelVersion.objects.none()
+        return selected.versions(get_deployment(self.kwargs["slug"]))
 
     @extend_schema(
         summary="Upload a version (operators)",
@@ -127,7 +124,7 @@ class VersionListView(generics.ListAPIView):
         responses={201: s.ModelVersionSerializer, 200: s.ModelVersionSerializer, 400: s.ErrorSerializer},
     )
     def post(self, request: Request, slug: str) -> Response:
-        deployment = get_object_or_404(Deployment, slug=slug)
+        deployment = get_deployment(slug)
         upload = request.FILES.get("weights")
         if upload is None:
             raise InvalidInput("weights", "required: a safetensors file in the multipart field 'weights'")
@@ -154,11 +151,7 @@ class VersionDetailView(generics.RetrieveAPIView):
     serializer_class = s.ModelVersionSerializer
 
     def get_object(self) -> ModelVersion:
-        return get_object_or_404(
-            ModelVersion.objects.select_related("deployment", "parent"),
-            deployment__slug=self.kwargs["slug"],
-            number=self.kwargs["number"],
-        )
+        return selected.get_version(self.kwargs["slug"], self.kwargs["number"])
 
 
 class IngestionKeyListView(APIView):
@@ -166,8 +159,7 @@ class IngestionKeyListView(APIView):
 
     @extend_schema(summary="List a deployment's ingestion keys", responses=s.IngestionKeySerializer(many=True))
     def get(self, request: Request, slug: str) -> Response:
-        deployment = get_object_or_404(Deployment, slug=slug)
-        rows = IngestionKey.objects.filter(deployment=deployment)
+        rows = selected.ingestion_keys(get_deployment(slug))
         return Response(s.IngestionKeySerializer(rows, many=True).data)
 
     @extend_schema(
@@ -177,7 +169,7 @@ class IngestionKeyListView(APIView):
         responses={201: s.IngestionKeyCreatedSerializer},
     )
     def post(self, request: Request, slug: str) -> Response:
-        deployment = get_object_or_404(Deployment, slug=slug)
+        deployment = get_deployment(slug)
         serializer = s.IngestionKeySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         key, raw = keys.create_key(
@@ -212,9 +204,7 @@ class IngestionKeyRevokeView(APIView):
         examples=[OpenApiExample("Revoke", value={"reason": "leaked in a log"}, request_only=True)],
     )
     def post(self, request: Request, slug: str, id: int) -> Response:
-        key = IngestionKey.objects.select_related("deployment").filter(deployment__slug=slug, pk=id).first()
-        if key is None:
-            raise NotFound(f"no ingestion key {id} of deployment {slug!r}")
+        key = selected.get_ingestion_key(slug, id)
         body = sc.RevokeRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         key = keys.revoke_key(key=key, actor=request.user, reason=body.validated_data["reason"])

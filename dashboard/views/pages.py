@@ -4,19 +4,16 @@ the REST API, so a page costs a handful of indexed reads whatever the traffic.""
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 
-from adaptive.models import AuditEntry, Deployment, IngestionKey, Job, ModelVersion
+from adaptive.models import AuditEntry, Job, ModelVersion
 from adaptive.roles import Role
+from adaptive.selectors.audit import actor_labels
+from adaptive.selectors.deployments import deployment_slugs, get_deployment
+from adaptive.selectors.registry import ingestion_keys, version_rows
 from dashboard.access import page_context, viewer_required
 from dashboard.forms import SettingsForm
-
-
-def _versions(deployment: Deployment) -> list[dict[str, object]]:
-    rows = ModelVersion.objects.filter(deployment=deployment).order_by("-number")
-    return list(rows.values("number", "status", "origin", "architecture", "created_at"))
 
 
 @viewer_required
@@ -26,26 +23,21 @@ def index(request: HttpRequest) -> HttpResponse:
 
 @viewer_required
 def deployment(request: HttpRequest, slug: str) -> HttpResponse:
-    row = get_object_or_404(Deployment.objects.select_related("live_version").defer("live_version__profile"), slug=slug)
-    context = page_context(
-        request,
-        "overview",
-        deployment=row,
-        versions=_versions(row),
-    )
+    row = get_deployment(slug, with_live_version=True)
+    context = page_context(request, "overview", deployment=row, versions=version_rows(row))
     context["settings_form"] = SettingsForm(instance=row, read_only=not context["can_act"])
     # Ingestion keys (never their secrets, which are not stored) for admins, who may revoke them.
     context["show_keys"] = request.role >= Role.ADMIN  # type: ignore[attr-defined]
     if context["show_keys"]:
-        keys = IngestionKey.objects.filter(deployment=row).order_by("revoked_at", "name")
+        keys = ingestion_keys(row, usable_first=True)
         context["keys"] = list(keys.values("id", "name", "prefix", "created_at", "revoked_at"))
     return render(request, "dashboard/deployment.html", context)
 
 
 @viewer_required
 def versions(request: HttpRequest, slug: str) -> HttpResponse:
-    row = get_object_or_404(Deployment.objects.select_related("live_version").defer("live_version__profile"), slug=slug)
-    rows = _versions(row)
+    row = get_deployment(slug, with_live_version=True)
+    rows = version_rows(row)
     # The comparison form starts on "live vs the newest candidate" (or vs the newest other version).
     others = [v for v in rows if v["status"] != ModelVersion.Status.LIVE]
     candidates = [v for v in others if v["status"] == ModelVersion.Status.CANDIDATE]
@@ -59,7 +51,7 @@ def jobs(request: HttpRequest) -> HttpResponse:
     context = page_context(
         request,
         "jobs",
-        deployments=Deployment.objects.values_list("slug", flat=True).order_by("slug"),
+        deployments=deployment_slugs(),
         kinds=[choice for choice in Job.Kind.choices if choice[0] != Job.Kind.PING],
         statuses=Job.Status.choices,
     )
@@ -68,12 +60,11 @@ def jobs(request: HttpRequest) -> HttpResponse:
 
 @viewer_required
 def audit(request: HttpRequest) -> HttpResponse:
-    usernames = get_user_model().objects.filter(is_active=True).order_by("username").values_list("username", flat=True)
     context = page_context(
         request,
         "audit",
-        deployments=Deployment.objects.values_list("slug", flat=True).order_by("slug"),
-        actors=[*usernames[:200], "policy", "system"],
+        deployments=deployment_slugs(),
+        actors=actor_labels(),
         actions=AuditEntry.Action.choices,
         selected={name: request.GET.get(name, "") for name in ("deployment", "actor", "action")},
     )

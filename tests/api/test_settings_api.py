@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib import admin
 from rest_framework.test import APIClient
 
 from adaptive.models import AuditEntry, Deployment
+from adaptive.services.deployments import SETTINGS
+from api.serializers import DeploymentSettingsSerializer
+from dashboard.forms import SettingsForm
 from tests.factories import make_rows
 
 pytestmark = pytest.mark.django_db
@@ -74,3 +78,13 @@ def test_switching_the_memory_kind_keeps_serving(operator_client: APIClient, dep
     r = operator_client.post(url, {"rows": rows}, format="json")
 
     assert r.status_code == 200 and len(r.json()["predictions"]) == 5
+
+
+def test_the_api_the_dashboard_form_and_the_admin_offer_the_same_settings() -> None:
+    # The editable settings are defined once, in the domain; every entry point derives its list.
+    fieldsets = admin.site._registry[Deployment].fieldsets
+    in_admin = [name for _, options in fieldsets for name in options["fields"] if name in SETTINGS]
+
+    assert set(DeploymentSettingsSerializer().fields) - {"reason"} == set(SETTINGS)
+    assert list(SettingsForm().fields) == list(SETTINGS)
+    assert in_admin == list(SETTINGS)

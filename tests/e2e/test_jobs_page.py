@@ -9,7 +9,7 @@ from django.conf import settings
 from playwright.sync_api import Page, expect
 
 from adaptive.models import Job
-from tasks import training
+from adaptive.services import retraining
 from tasks.celery import app
 from tests.e2e.conftest import WAIT_MS, Session, Users
 from tests.e2e.seed import Seeded
@@ -48,7 +48,9 @@ def test_jobs_page_shows_a_real_retrain_progressing_and_cancels_it(
         page.goto("/jobs/")
         # Set on the loaded page: still there at the end means the values came from polls, not reloads.
         page.evaluate("window.e2eSamePage = true")
-        job = training.request_retrain_job(seeded.deployment, users.operator, "e2e: watch the progress", SLOW)
+        job = retraining.request_retrain(
+            deployment=seeded.deployment, actor=users.operator, reason="e2e: watch the progress", params=SLOW
+        )
         row = page.locator(f"table#jobs tr[data-job-id='{job.pk}']")
         expect(row).to_be_visible()
         # The worker needs a few seconds to start and load the data; then epochs tick.
