@@ -96,14 +96,22 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Runs argv[1:] with SIGINT at its default action. A process inherits an ignored SIGINT (pytest
+# started with `nohup ... &` from a script), and bash cannot trap a signal ignored when it started:
+# bin/up would never see the Ctrl-C the tests send, whatever the shell that started pytest did.
+_SIGINT_RESTORED = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 class BinUp:
-    """``bin/up`` in a session of its own, its output collected line by line."""
+    """``bin/up`` in a session of its own, with SIGINT at its default action, its output collected line by line."""
 
     def __init__(self, var_dir: Path, *args: str) -> None:
         env = {name: value for name, value in os.environ.items() if name not in UNSET}
         env.update(VAR_DIR=str(var_dir), PORT=str(_free_port()), HTTPS="0", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [str(ROOT / "bin" / "up"), *args],
+            [sys.executable, "-c", _SIGINT_RESTORED, str(ROOT / "bin" / "up"), *args],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

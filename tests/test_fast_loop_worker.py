@@ -2,7 +2,8 @@
 
 Feedback through the API queues a compensation update; the worker writes ErrorSamples and bumps
 the memory revision; a later predict, in this process or in a separate web server process,
-reflects it. Runs on both passes of bin/test (SQLite + file broker, PostgreSQL + Redis).
+reflects it. Every test sends to and consumes private queues (tests.worker.private_queues).
+Runs on both passes of bin/test (SQLite + file broker, PostgreSQL + Redis).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,21 +24,20 @@ from rest_framework.test import APIClient
 from adaptive import runtime
 from adaptive.models import Deployment, ErrorSample, Event, Job
 from adaptive.services.keys import create_key
-from tasks.celery import app
 from tests.factories import DeploymentFactory, deployment_with_live_version, make_rows
-from tests.worker import ROOT, celery_worker, wait_for
+from tests.worker import ROOT, celery_worker, private_queues, routed_command, wait_for
 from tests.worker import test_database_url as database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def _fresh_queue() -> Iterator[None]:
-    # Messages left on the shared queue by earlier runs name jobs of other databases; claiming
-    # ignores them, but draining keeps each test's worker on its own messages.
-    app.control.purge()
+def _private_queues() -> Iterator[None]:
+    # For the whole test, not only while the worker runs: feedback sent before the worker starts
+    # must wait for it in the test's own queue (and never reach a developer's worker on "default").
     runtime.clear_cache()
-    yield
+    with private_queues():
+        yield
     runtime.clear_cache()
 
 
@@ -154,7 +153,8 @@ def web_server() -> Iterator[str]:
     log_path = Path(settings.VAR_DIR) / f"gunicorn-{port}.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+            # Routed like this process: its feedback messages go to the test's private queue.
+            routed_command("gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"),
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -385,7 +385,7 @@ def test_a_training_profile_is_the_reference_from_the_first_window(dep: Deployme
 
     assert window is not None
     levels = _levels(window)
-    # 1500 reference rows: distances instead of tests (DESIGN.md 4.3).
+    # 1500 reference rows, above the 1000 where distances replace tests (adaptive.ml.drift.columns).
     assert levels["dep_delay"] == ("feature", "wasserstein", "drift")
     assert levels["distance"][:2] == ("feature", "wasserstein") and levels["distance"][2] != "drift"
     assert levels["carrier"][:2] == ("feature", "jensenshannon") and levels["carrier"][2] != "drift"

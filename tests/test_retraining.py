@@ -297,6 +297,20 @@ def test_the_round_trains_on_recent_events_plus_a_seeded_replay_of_older_ones(de
     assert first.weights_sha256 == second.weights_sha256
 
 
+def test_the_replay_size_follows_the_requested_replay_fraction(deployment: Deployment) -> None:
+    # 600 labeled: 120 held out, the 200 before them new, 280 older ones to replay from. The
+    # default fraction (0.5) would give 100 every time.
+    sizes = {}
+    for fraction in (0.25, 1.0, 2.0):
+        params = {**FAST, "recent": 200, "replay_fraction": fraction, "epochs": 1}
+        version = retraining.run_retrain(start_retrain(deployment, params))
+        Job.objects.filter(kind=Job.Kind.RETRAIN).update(status=Job.Status.SUCCEEDED)
+        sizes[fraction] = (version.metrics["n_replay"], version.metrics["n_train"] + version.metrics["n_validation"])
+
+    # Twice the new data asks for 400: all 280 older events, not more.
+    assert sizes == {0.25: (50, 250), 1.0: (200, 400), 2.0: (280, 480)}
+
+
 def test_labels_that_arrive_after_the_request_are_not_in_the_round(deployment: Deployment) -> None:
     job = retraining.request_retrain(deployment=deployment, actor=None, reason="retrain at 60%", params=FAST)
     # While the job waits in the queue, the stream goes on: 300 more events are served and labeled.

@@ -23,7 +23,6 @@ from adaptive.errors import Conflict
 from adaptive.models import Deployment, ErrorSample, FlipReport, Job, ModelVersion, Release
 from adaptive.services import retraining
 from tasks import training
-from tasks.celery import app
 from tests.factories import deployment_with_live_version
 from tests.test_retraining import FAST, add_labeled_events
 from tests.worker import celery_worker, wait_for
@@ -38,9 +37,6 @@ def _worker_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("ARTIFACT_ROOT", str(settings.ARTIFACT_ROOT))
     monkeypatch.setenv("ADAPTIVE_DEVICE", "cpu")
     monkeypatch.setenv("TORCH_NUM_THREADS", "1")
-    # Messages left on the shared queues by earlier runs name jobs of other databases; claiming
-    # ignores them, but draining keeps the worker on this test's messages.
-    app.control.purge()
     runtime.clear_cache()
     yield
     runtime.clear_cache()

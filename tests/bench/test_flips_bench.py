@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,9 @@ def test_flip_benchmark_runs_on_a_tiny_slice(tmp_path: Path) -> None:
         assert f"== {stream}: A-train 1,350 + A held-out 150" in output
     assert output.count("(a) plain + replay") == 2
     assert output.count("(b) focal + replay") == 2
-    assert "== targets: flights " in output
+    # Seeded: the same run to run. movielens meets the target on the slice; flights is accepted
+    # either way: its plain arm has almost no negative flips on 3,000 rows, leaving nothing to cut.
+    assert re.search(r"^== targets: flights (PASS|MISS), movielens PASS; ", output, re.MULTILINE), output
     results = json.loads(results_path.read_text())
     for stream in ("flights", "movielens"):
         (run,) = results["streams"][stream]["runs"]

@@ -41,6 +41,8 @@ def test_quick_run_prints_the_throughput_overhead_and_target_tables(
     assert "| exact | 1,000 |" in out and "| sketch | 1,000 |" in out
     assert "| forward (predict_proba) |" in out
     assert "sketch/exact estimate speed, 1,000 entries, batch 256" in out
+    # MISS is accepted: the speed-ratio target is set at 1,000,000 entries and the overhead target at
+    # the full-size memory; --quick measures 1,000 entries, where fixed costs dominate both ratios.
     assert out.count("PASS") + out.count("MISS") == 4
     assert torch.get_num_threads() == threads  # --threads 1 is undone on the way out
     assert "| 32x10 first-order |" in out and "| 4x12 plain |" in out  # the overhead-by-shape table

@@ -11,26 +11,11 @@ import sys
 import uuid
 from pathlib import Path
 
-import psycopg
-import pytest
+from tests.bench.postgres import SERVER, database_exists, needs_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "predict.py"
-SERVER = "postgresql://root@127.0.0.1:5432"
 SMALL = ["--memory-size", "2000", "--rounds", "2", "--batches", "3", "--warmup", "1", "--breakdown-reps", "3"]
-
-
-def postgres_reachable() -> bool:
-    try:
-        with psycopg.connect(f"{SERVER}/postgres", connect_timeout=3):
-            return True
-    except psycopg.OperationalError:
-        return False
-
-
-def database_exists(name: str) -> bool:
-    with psycopg.connect(f"{SERVER}/postgres") as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess[str]:
@@ -49,6 +34,8 @@ def assert_figures(out: str, kinds: list[str], server: str) -> None:
     for kind in kinds:
         for arm in ("on", "off"):
             assert re.search(rf"^{kind} +{arm} +[\d.]+ +[\d,]+ +[\d.]+ +[\d.]+$", out, re.MULTILINE), out
+        # MISS is accepted: the overhead is the ratio of two timings of 3 small requests, which swings by
+        # tens of percent between rounds on a loaded two-core machine, across the target either way.
         assert re.search(
             rf"^{kind} +overhead = time\(on\)/time\(off\) - 1 = [+-][\d.]+%   target <= 20%   (PASS|MISS)"
             r"   \(median of rounds [+-][\d.]+%; each round: [+-][\d.]+%, [+-][\d.]+%\)$",
@@ -60,7 +47,7 @@ def assert_figures(out: str, kinds: list[str], server: str) -> None:
     assert out.count("PASS") + out.count("MISS") == len(kinds)
 
 
-@pytest.mark.skipif(not postgres_reachable(), reason=f"PostgreSQL is not reachable at {SERVER}")
+@needs_postgres
 def test_postgres_run_prints_both_memory_kinds_and_drops_its_database() -> None:
     name = f"bench_predict_smoke_{uuid.uuid4().hex[:8]}"
 

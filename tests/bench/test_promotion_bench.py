@@ -11,12 +11,10 @@ import sys
 import uuid
 from pathlib import Path
 
-import psycopg
-import pytest
+from tests.bench.postgres import SERVER, database_exists, needs_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "promotion.py"
-SERVER = "postgresql://root@127.0.0.1:5432"
 TINY = [
     "--events",
     "300",
@@ -37,19 +35,6 @@ SCENARIOS = [
     ("operator: promote v3, pre-warmed by its evaluation", 3),
     ("operator: promote v4, an upload never warmed", 4),
 ]
-
-
-def postgres_reachable() -> bool:
-    try:
-        with psycopg.connect(f"{SERVER}/postgres", connect_timeout=3):
-            return True
-    except psycopg.OperationalError:
-        return False
-
-
-def database_exists(name: str) -> bool:
-    with psycopg.connect(f"{SERVER}/postgres") as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess[str]:
@@ -76,6 +61,8 @@ def assert_figures(out: str, server: str) -> None:
             rf"^  first (\d+) predicts served by v{number}: (\d+) compensated .* (PASS|MISS)$", section, re.M
         )
         assert first is not None and first.group(1) == first.group(2) and first.group(3) == "PASS", out
+        # MISS is accepted: a ratio of two p95s over one-second phases of a few requests each, on two
+        # cores shared with gunicorn, a worker and the clients; it comes close to the target in some runs.
         assert re.search(r"^  p95 during / p95 without = [\d.]+x   target <= 2x   (PASS|MISS)$", section, re.M), out
     assert "pre-warm" in out and "(HTTP round trip" in out
 
@@ -87,7 +74,7 @@ def test_sqlite_run_needs_no_server() -> None:
     assert_figures(completed.stdout, "SQLite")
 
 
-@pytest.mark.skipif(not postgres_reachable(), reason=f"PostgreSQL is not reachable at {SERVER}")
+@needs_postgres
 def test_postgres_run_drops_its_database() -> None:
     name = f"bench_promotion_smoke_{uuid.uuid4().hex[:8]}"
 

@@ -10,22 +10,14 @@ import sys
 import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 
+from tests.bench.postgres import SERVER, database_exists, needs_postgres
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "responsiveness.py"
-SERVER = "postgresql://root@127.0.0.1:5432"
 REDIS = "redis://127.0.0.1:6379"
-
-
-def postgres_reachable() -> bool:
-    try:
-        with psycopg.connect(f"{SERVER}/postgres", connect_timeout=3):
-            return True
-    except psycopg.OperationalError:
-        return False
 
 
 def free_redis_database() -> int | None:
@@ -49,11 +41,6 @@ def free_redis_database() -> int | None:
     return None
 
 
-def database_exists(name: str) -> bool:
-    with psycopg.connect(f"{SERVER}/postgres") as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
-
-
 @pytest.fixture
 def redis_database() -> int:
     n = free_redis_database()
@@ -62,7 +49,7 @@ def redis_database() -> int:
     return n
 
 
-@pytest.mark.skipif(not postgres_reachable(), reason=f"PostgreSQL is not reachable at {SERVER}")
+@needs_postgres
 def test_quiet_and_loaded_trials_print_percentiles_jobs_and_verdicts(redis_database: int) -> None:
     name = f"bench_responsiveness_smoke_{uuid.uuid4().hex[:8]}"
     args = ["--trials", "5", "--warmup", "1", "--load", "--database-url", f"{SERVER}/{name}"]
@@ -87,6 +74,7 @@ def test_quiet_and_loaded_trials_print_percentiles_jobs_and_verdicts(redis_datab
         jobs = re.search(rf"^{phase} +compensation jobs: (\d+) for (\d+) feedback calls .* 0 failed", out, re.MULTILINE)
         assert jobs is not None, out
         assert 1 <= int(jobs.group(1)) <= int(jobs.group(2))
-        assert re.search(rf"^{phase} +p95 = \d+ ms   target < 1000 ms   (PASS|MISS)$", out, re.MULTILINE), out
+        # Far under the target, loaded or not, with the smoke run's few trials: a MISS is a regression.
+        assert re.search(rf"^{phase} +p95 = \d+ ms   target < 1000 ms   PASS$", out, re.MULTILINE), out
     assert "background load: " in out
     assert not database_exists(name)

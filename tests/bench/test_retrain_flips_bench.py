@@ -13,27 +13,12 @@ import sys
 import uuid
 from pathlib import Path
 
-import psycopg
-import pytest
+from tests.bench.postgres import SERVER, database_exists, needs_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "retrain_flips.py"
-SERVER = "postgresql://root@127.0.0.1:5432"
 TINY = ["--stride", "100", "--seeds", "1", "--params", '{"epochs": 2}', "--device", "cpu"]
 ROW = r" +\d+ +[\d.]+ +[\d.]+ +[\d.]+ \[[\d.]+, [\d.]+\] +([\d.]+|-) +[\d.]+ +(passed|failed) +\d+ +[\d.]+$"
-
-
-def postgres_reachable() -> bool:
-    try:
-        with psycopg.connect(f"{SERVER}/postgres", connect_timeout=3):
-            return True
-    except psycopg.OperationalError:
-        return False
-
-
-def database_exists(name: str) -> bool:
-    with psycopg.connect(f"{SERVER}/postgres") as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess[str]:
@@ -65,6 +50,8 @@ def assert_figures(out: str, results: dict, server: str, streams: list[str]) -> 
             assert figures["epochs_run"] <= 2 and figures["device"] == "cpu"
         assert run["plain"]["holdout"] == run["distill"]["holdout"]  # the same events, checked by the script too
         assert run["plain"]["report"] != run["distill"]["report"]  # two FlipReport rows
+    # MISS is accepted: with 2 epochs on one seed of the strided streams the plain arm has next to no
+    # negative flips, so distillation has nothing to lower (the target is for the full run).
     assert len(
         re.findall(r"target: lower NFR at AUC >= -0.002 -> (PASS|MISS) \(seeds meeting it: [01]/1\)$", out, re.M)
     ) == len(streams)
@@ -80,7 +67,7 @@ def test_sqlite_run_on_both_streams_needs_no_server(tmp_path: Path) -> None:
     assert_figures(completed.stdout, json.loads(results_path.read_text()), "SQLite", ["flights", "movielens"])
 
 
-@pytest.mark.skipif(not postgres_reachable(), reason=f"PostgreSQL is not reachable at {SERVER}")
+@needs_postgres
 def test_postgres_run_drops_its_database(tmp_path: Path) -> None:
     name = f"bench_retrain_flips_smoke_{uuid.uuid4().hex[:8]}"
     results_path = tmp_path / "results.json"

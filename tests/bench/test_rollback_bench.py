@@ -11,27 +11,12 @@ import sys
 import uuid
 from pathlib import Path
 
-import psycopg
-import pytest
+from tests.bench.postgres import SERVER, database_exists, needs_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "rollback.py"
-SERVER = "postgresql://root@127.0.0.1:5432"
 TINY = ["--samples", "300", "--rounds", "3", "--predict-reps", "2", "--predict-rows", "20"]
 FIGURES = r" +\d+ +[\d.]+ +[\d.]+ +[\d.]+$"
-
-
-def postgres_reachable() -> bool:
-    try:
-        with psycopg.connect(f"{SERVER}/postgres", connect_timeout=3):
-            return True
-    except psycopg.OperationalError:
-        return False
-
-
-def database_exists(name: str) -> bool:
-    with psycopg.connect(f"{SERVER}/postgres") as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess[str]:
@@ -61,7 +46,9 @@ def assert_figures(out: str, server: str, *, http: bool) -> None:
     for name in switches + predicts:
         assert re.search(rf"^{name}{FIGURES}", out, re.MULTILINE), (name, out)
     verdicts = re.findall(
-        r"^(service: rollback|HTTP: rollback, took_ms) +p95 = +[\d.]+ ms   target < 100 ms   (PASS|MISS)$",
+        # A rollback switches rows and rebuilds no memory: far under the target even on a loaded
+        # machine, so a MISS here is a regression, not noise.
+        r"^(service: rollback|HTTP: rollback, took_ms) +p95 = +[\d.]+ ms   target < 100 ms   (PASS)$",
         out,
         re.MULTILINE,
     )
@@ -77,7 +64,7 @@ def test_sqlite_run_with_http_needs_no_server() -> None:
     assert_figures(completed.stdout, "SQLite", http=True)
 
 
-@pytest.mark.skipif(not postgres_reachable(), reason=f"PostgreSQL is not reachable at {SERVER}")
+@needs_postgres
 def test_postgres_run_drops_its_database() -> None:
     name = f"bench_rollback_smoke_{uuid.uuid4().hex[:8]}"
 

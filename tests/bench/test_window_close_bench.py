@@ -11,26 +11,11 @@ import sys
 import uuid
 from pathlib import Path
 
-import psycopg
-import pytest
+from tests.bench.postgres import SERVER, database_exists, needs_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "window_close.py"
-SERVER = "postgresql://root@127.0.0.1:5432"
 TINY = ["--windows", "2", "--before-windows", "1", "--window-events", "100", "--memory-size", "200"]
-
-
-def postgres_reachable() -> bool:
-    try:
-        with psycopg.connect(f"{SERVER}/postgres", connect_timeout=3):
-            return True
-    except psycopg.OperationalError:
-        return False
-
-
-def database_exists(name: str) -> bool:
-    with psycopg.connect(f"{SERVER}/postgres") as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess[str]:
@@ -59,7 +44,8 @@ def assert_figures(out: str, server: str, reference: str) -> None:
         ), out
     for after in ("after, cold", "after, warm"):
         assert re.search(rf"^before / {after}: [\d.]+x less CPU per window \(p50\)$", out, re.MULTILINE), out
-        assert re.search(rf"^{after} +p95 CPU = +[\d.]+ ms   target <= 100 ms   (PASS|MISS)$", out, re.MULTILINE), out
+        # CPU time, not wall time: other processes on the machine barely move it, so a MISS is a regression.
+        assert re.search(rf"^{after} +p95 CPU = +[\d.]+ ms   target <= 100 ms   PASS$", out, re.MULTILINE), out
 
 
 def test_sqlite_run_with_a_training_profile_needs_no_server() -> None:
@@ -69,7 +55,7 @@ def test_sqlite_run_with_a_training_profile_needs_no_server() -> None:
     assert_figures(completed.stdout, "SQLite", "training profile of 2,000 rows")
 
 
-@pytest.mark.skipif(not postgres_reachable(), reason=f"PostgreSQL is not reachable at {SERVER}")
+@needs_postgres
 def test_postgres_run_with_the_first_window_as_reference_drops_its_database() -> None:
     name = f"bench_window_close_smoke_{uuid.uuid4().hex[:8]}"
 

@@ -10,7 +10,6 @@ from playwright.sync_api import Page, expect
 
 from adaptive.models import Job
 from adaptive.services import retraining
-from tasks.celery import app
 from tests.e2e.conftest import WAIT_MS, Session, Users
 from tests.e2e.seed import Seeded
 from tests.worker import celery_worker, wait_for
@@ -34,8 +33,6 @@ def _worker_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("ARTIFACT_ROOT", str(settings.ARTIFACT_ROOT))
     monkeypatch.setenv("ADAPTIVE_DEVICE", "cpu")
     monkeypatch.setenv("TORCH_NUM_THREADS", "1")
-    # Messages left on the shared queues by earlier runs name jobs of other databases.
-    app.control.purge()
     yield
 
 
