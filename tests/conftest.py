@@ -140,13 +140,13 @@ def _fresh_cache() -> None:
 
 
 def _client_for(role: str | None) -> APIClient:
-    user = UserFactory(role=role)
+    user = UserFactory.create(role=role)
     # The token row as create_token makes it, without its audit entry: tests count audit entries.
     prefix, raw = tokens.new_secret()
     ApiToken.objects.create(user=user, name="tests", prefix=prefix, key_hash=tokens.hash_token(raw))
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
-    client.user = user  # type: ignore[attr-defined]
+    client.user = user
     return client
 
 

@@ -1,4 +1,8 @@
-"""Factories and small builders shared by the tests: tiny models with fixed seeds, real safetensors."""
+"""Factories and small builders shared by the tests: tiny models with fixed seeds, real safetensors.
+
+Call ``DeploymentFactory.create(...)`` rather than ``DeploymentFactory(...)``: both save a row, but
+factory_boy types only ``create``/``build``/``create_batch`` by the model, so mypy sees a Deployment.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import factory
 import numpy as np
 import torch
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 
 from adaptive.ml.architectures import build_model
 from adaptive.ml.preprocessing import fit_preprocessing, input_spec, parse_schema
@@ -34,7 +38,7 @@ def make_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
     ]
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+class UserFactory(factory.django.DjangoModelFactory[User]):
     class Meta:
         model = get_user_model()
         skip_postgeneration_save = True
@@ -43,15 +47,16 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.PostGenerationMethodCall("set_password", "pw-for-tests-123")
 
     @factory.post_generation
-    def role(self, create: bool, extracted: str | None, **kwargs: Any) -> None:
+    def role(user: User, create: bool, extracted: str | None, **kwargs: Any) -> None:
+        # factory_boy calls a post_generation hook with the built user, not the factory, as first argument.
         if create and extracted:
             # get_or_create: a transactional test before this one may have flushed the roles migration's groups.
-            self.groups.add(Group.objects.get_or_create(name=extracted)[0])
+            user.groups.add(Group.objects.get_or_create(name=extracted)[0])
         if create:
-            self.save()
+            user.save()
 
 
-class DeploymentFactory(factory.django.DjangoModelFactory):
+class DeploymentFactory(factory.django.DjangoModelFactory[Deployment]):
     class Meta:
         model = Deployment
 
@@ -91,7 +96,7 @@ def deployment_with_live_version() -> Deployment:
     """A binary deployment whose first uploaded version (v1) is live."""
     from adaptive.services.registry import upload_version
 
-    dep = DeploymentFactory()
+    dep = DeploymentFactory.create()
     weights, spec = model_artifacts()
     upload_version(deployment=dep, spec=spec, weights=weights, actor=None)
     dep.refresh_from_db()
@@ -126,7 +131,7 @@ def error_stream_state(errors: list[float]) -> dict[str, Any]:
     return {name: bank.state_dict() for name, bank in banks.items()}
 
 
-class EventFactory(factory.django.DjangoModelFactory):
+class EventFactory(factory.django.DjangoModelFactory[Event]):
     class Meta:
         model = Event
 
@@ -140,7 +145,7 @@ class EventFactory(factory.django.DjangoModelFactory):
     score = 0.45
 
 
-class WindowFactory(factory.django.DjangoModelFactory):
+class WindowFactory(factory.django.DjangoModelFactory[Window]):
     """A closed window; pass ``start`` (``end`` is an hour later) to place it on the time axis."""
 
     class Meta:
@@ -169,7 +174,7 @@ class WindowFactory(factory.django.DjangoModelFactory):
     )
 
 
-class DriftMetricFactory(factory.django.DjangoModelFactory):
+class DriftMetricFactory(factory.django.DjangoModelFactory[DriftMetric]):
     class Meta:
         model = DriftMetric
 
@@ -183,7 +188,7 @@ class DriftMetricFactory(factory.django.DjangoModelFactory):
     level = DriftMetric.Level.OK
 
 
-class MonitorStateFactory(factory.django.DjangoModelFactory):
+class MonitorStateFactory(factory.django.DjangoModelFactory[MonitorState]):
     class Meta:
         model = MonitorState
 
@@ -192,7 +197,7 @@ class MonitorStateFactory(factory.django.DjangoModelFactory):
     detectors = factory.LazyFunction(dict)
 
 
-class ErrorSampleFactory(factory.django.DjangoModelFactory):
+class ErrorSampleFactory(factory.django.DjangoModelFactory[ErrorSample]):
     class Meta:
         model = ErrorSample
 

@@ -34,7 +34,7 @@ def _drop_connections() -> None:
     Pools live in kombu's process-wide registry, keyed by URL: closing one would break every later
     use of that broker in this process, so they are only forgotten here, never closed.
     """
-    app._pool = None  # type: ignore[attr-defined]
+    app._pool = None
     app.amqp._producer_pool = None
 
 

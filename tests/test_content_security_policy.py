@@ -22,7 +22,7 @@ def _directives(response: Any) -> dict[str, list[str]]:
 
 
 def _viewer(client: Client) -> Client:
-    client.force_login(UserFactory(role="viewer"))
+    client.force_login(UserFactory.create(role="viewer"))
     return client
 
 

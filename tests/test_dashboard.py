@@ -16,7 +16,7 @@ PAGES = ["/", "/deployments/{slug}/", "/deployments/{slug}/versions/", "/jobs/",
 
 
 def _login(client: Client, role: str | None) -> Client:
-    user = UserFactory(role=role)
+    user = UserFactory.create(role=role)
     assert client.login(username=user.username, password="pw-for-tests-123")
     client.user = user  # type: ignore[attr-defined]
     return client
@@ -30,7 +30,7 @@ def test_dashboard_redirects_anonymous_users_to_login(client, deployment):
 
 
 def test_session_login_then_overview(client, deployment):
-    UserFactory(username="olivia", role="viewer")
+    UserFactory.create(username="olivia", role="viewer")
     response = client.post("/accounts/login/", {"username": "olivia", "password": "pw-for-tests-123"})
     assert response.status_code == 302
     page = client.get("/")
@@ -42,7 +42,7 @@ def test_session_login_then_overview(client, deployment):
 
 
 def test_wrong_password_is_refused(client):
-    UserFactory(username="olivia", role="viewer")
+    UserFactory.create(username="olivia", role="viewer")
     response = client.post("/accounts/login/", {"username": "olivia", "password": "nope"})
     assert response.status_code == 200
     assert "Wrong username or password" in response.content.decode()
@@ -97,7 +97,7 @@ def test_admins_by_role_reach_django_admin_and_others_do_not(client, deployment)
     assert '<a href="/admin/">Admin</a>' not in operator.get("/").content.decode()
     assert operator.get("/admin/adaptive/deployment/").status_code == 302  # to the admin's login
     admin = _login(client, "admin")  # in the admin group; neither staff nor superuser
-    assert not admin.user.is_staff and not admin.user.is_superuser
+    assert not admin.user.is_staff and not admin.user.is_superuser  # type: ignore[attr-defined]
     assert '<a href="/admin/">Admin</a>' in admin.get("/").content.decode()
     changelist = admin.get("/admin/adaptive/deployment/")
     assert changelist.status_code == 200
@@ -144,7 +144,7 @@ def test_operator_session_with_csrf_token_acts_through_the_api(deployment):
     )
     assert response.status_code == 200, response.content
     entry = AuditEntry.objects.get(action=AuditEntry.Action.PAUSE)
-    assert (entry.actor_label, entry.reason) == (client.user.username, "maintenance")
+    assert (entry.actor_label, entry.reason) == (client.user.username, "maintenance")  # type: ignore[attr-defined]
 
 
 def test_chart_js_comes_from_npm_and_the_pages_load_it_locally(client, deployment):
@@ -158,8 +158,8 @@ def test_chart_js_comes_from_npm_and_the_pages_load_it_locally(client, deploymen
 
 def test_version_controls_only_where_there_is_a_version_to_act_on(client, db):
     _login(client, "operator")
-    empty = DeploymentFactory(slug="empty")
-    external = DeploymentFactory(slug="ext", serving="external", key_dim=8, feature_schema=[])
+    empty = DeploymentFactory.create(slug="empty")
+    external = DeploymentFactory.create(slug="ext", serving="external", key_dim=8, feature_schema=[])
     for slug in (empty.slug, external.slug):
         text = client.get(f"/deployments/{slug}/").content.decode()
         assert 'data-action="pause"' in text and 'data-action="reset-memory"' in text

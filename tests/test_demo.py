@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -382,7 +383,7 @@ def test_demo_setup_twice_reuses_the_deployment_version_and_key(settings, tmp_pa
 # --- the replay client's own logic (a plain script: loaded from its file) -------------------------
 
 
-def _client_module():  # type: ignore[no-untyped-def]
+def _client_module() -> ModuleType:
     spec = importlib.util.spec_from_file_location("replay_client", ROOT / "examples" / "replay_client.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -1,13 +1,12 @@
 """Follow-up work belongs to the domain action: whoever calls it, the job's message reaches the broker.
 
-Each test routes every task to a private queue, runs one entry point (a service called directly, the
+Each test routes every task to private queues (tests/worker.py), runs one entry point (a service called directly, the
 REST API, the retrain policy), lets the transaction commit and reads the message back from the
 real broker (the embedded file-system broker or Redis, whichever the run uses).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,48 +19,38 @@ from adaptive.services import dispatch, evaluation, ingest, monitoring, policy, 
 from tasks.celery import app
 from tests.factories import WindowFactory, deployment_with_live_version, make_rows, model_artifacts
 from tests.test_retraining import FAST
+from tests.worker import private_queues
 
 DRIFTED = {"compensated": {"kswin": {"drift": True}}}
 
 
-def _route(routes: Any) -> None:
-    app.conf.task_routes = routes
-    # The router keeps the table it was built with: rebuild it so this process sends to the queue.
-    app.amqp.flush_routes()
-    app.amqp.router = app.amqp.Router()
-
-
 @pytest.fixture
-def queue() -> Iterator[str]:
-    """A private queue that every task of this process is sent to, drained after the test."""
-    name = f"test-dispatch-{uuid.uuid4().hex[:8]}"
-    saved = app.conf.task_routes
-    _route({"tasks.*": {"queue": name}})
-    yield name
-    _route(saved)
-    _messages(name)
+def queue() -> Iterator[dict[str, str]]:
+    """Every task of this process routed to fresh private queues ({real name: private name})."""
+    with private_queues() as names:
+        yield names
+        _messages(names)
 
 
-def _messages(queue: str) -> list[tuple[str, str, list[Any]]]:
-    """(task name, task id, args) of every message waiting on ``queue``; consumes them."""
+def _messages(names: dict[str, str]) -> list[tuple[str, str, list[Any]]]:
+    """(task name, task id, args) of every message waiting on the private queues; consumes them."""
     found = []
     with app.connection_for_read() as conn:
-        simple = conn.SimpleQueue(queue, no_ack=True)
+        channel = conn.channel()
         try:
-            while True:
-                try:
-                    message = simple.get(timeout=1)
-                except simple.Empty:
-                    break
-                args = message.decode()[0] if isinstance(message.decode(), list) else []
-                found.append((message.headers["task"], message.headers["id"], list(args)))
+            for queue in names.values():
+                # basic_get does not wait: the messages were published before this read.
+                while (message := channel.basic_get(queue, no_ack=True)) is not None:
+                    body = message.decode()
+                    args = body[0] if isinstance(body, list) else []
+                    found.append((message.headers["task"], message.headers["id"], list(args)))
         finally:
-            simple.close()
+            channel.close()
     return found
 
 
 def _sent_after_commit(
-    capture: Callable[..., Any], queue: str, action: Callable[[], Any]
+    capture: Callable[..., Any], queue: dict[str, str], action: Callable[[], Any]
 ) -> list[tuple[str, str, list[Any]]]:
     with capture(execute=True):
         action()
@@ -78,7 +67,7 @@ def test_the_tasks_app_registers_a_sender_for_every_kind_of_queued_work(db: None
 
 
 def test_labels_recorded_by_the_service_itself_queue_the_memory_update(
-    db: None, queue: str, django_capture_on_commit_callbacks: Any
+    db: None, queue: dict[str, str], django_capture_on_commit_callbacks: Any
 ) -> None:
     dep = deployment_with_live_version()
     ingest.predict(deployment=dep, payload={"rows": [{"id": "e1", "features": make_rows(1)[0]}]})
@@ -94,7 +83,7 @@ def test_labels_recorded_by_the_service_itself_queue_the_memory_update(
 
 
 def test_feedback_that_accepts_nothing_queues_nothing(
-    db: None, queue: str, django_capture_on_commit_callbacks: Any
+    db: None, queue: dict[str, str], django_capture_on_commit_callbacks: Any
 ) -> None:
     dep = deployment_with_live_version()
 
@@ -109,7 +98,7 @@ def test_feedback_that_accepts_nothing_queues_nothing(
 
 
 def test_feedback_through_the_api_gets_the_same_follow_up(
-    operator_client: APIClient, queue: str, django_capture_on_commit_callbacks: Any
+    operator_client: APIClient, queue: dict[str, str], django_capture_on_commit_callbacks: Any
 ) -> None:
     dep = deployment_with_live_version()
     rows = [{"id": "e1", "features": make_rows(1)[0]}]
@@ -128,7 +117,7 @@ def test_feedback_through_the_api_gets_the_same_follow_up(
 
 
 def test_a_retrain_requested_by_the_service_is_sent_and_a_rolled_back_one_is_not(
-    db: None, queue: str, django_capture_on_commit_callbacks: Any
+    db: None, queue: dict[str, str], django_capture_on_commit_callbacks: Any
 ) -> None:
     dep = deployment_with_live_version()
 
@@ -150,11 +139,11 @@ def test_a_retrain_requested_by_the_service_is_sent_and_a_rolled_back_one_is_not
 
 
 def test_the_auto_policy_sends_the_retrain_it_requests(
-    db: None, queue: str, django_capture_on_commit_callbacks: Any
+    db: None, queue: dict[str, str], django_capture_on_commit_callbacks: Any
 ) -> None:
     dep = deployment_with_live_version()
     Deployment.objects.filter(pk=dep.pk).update(retrain_policy="auto")
-    window = WindowFactory(deployment=dep, detector_signals=DRIFTED)
+    window = WindowFactory.create(deployment=dep, detector_signals=DRIFTED)
 
     sent = _sent_after_commit(django_capture_on_commit_callbacks, queue, lambda: policy.act_on_window(dep, window))
 
@@ -163,7 +152,7 @@ def test_the_auto_policy_sends_the_retrain_it_requests(
 
 
 def test_a_window_close_is_sent_by_its_service_once_while_queued(
-    db: None, queue: str, django_capture_on_commit_callbacks: Any
+    db: None, queue: dict[str, str], django_capture_on_commit_callbacks: Any
 ) -> None:
     dep = deployment_with_live_version()
 
@@ -178,7 +167,7 @@ def test_a_window_close_is_sent_by_its_service_once_while_queued(
 
 
 def test_an_evaluation_requested_by_the_service_is_sent(
-    db: None, queue: str, django_capture_on_commit_callbacks: Any
+    db: None, queue: dict[str, str], django_capture_on_commit_callbacks: Any
 ) -> None:
     dep = deployment_with_live_version()
     weights, spec = model_artifacts(seed=1)

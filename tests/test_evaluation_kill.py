@@ -92,7 +92,9 @@ def test_an_evaluation_killed_inside_its_final_transaction_never_promotes(settin
     assert not Release.objects.filter(deployment=dep, kind=Release.Kind.PROMOTION).exists()
 
     # The job is left running; the sweep fails it once its heartbeat is stale.
-    Job.objects.filter(pk=job.pk).update(heartbeat_at=Job.objects.get(pk=job.pk).heartbeat_at - timedelta(hours=1))
+    heartbeat_at = Job.objects.get(pk=job.pk).heartbeat_at
+    assert heartbeat_at is not None
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=heartbeat_at - timedelta(hours=1))
     assert job.pk in training.sweep_stale()["failed"]
     assert Job.objects.get(pk=job.pk).status == Job.Status.FAILED
 

@@ -199,7 +199,7 @@ def test_a_separate_web_process_picks_up_new_revisions_without_a_restart(web_ser
 
 
 def test_an_external_deployment_learns_from_feedback_on_its_own_scores() -> None:
-    dep = DeploymentFactory(serving=Deployment.Serving.EXTERNAL, key_dim=4, feature_schema=[])
+    dep = DeploymentFactory.create(serving=Deployment.Serving.EXTERNAL, key_dim=4, feature_schema=[])
     _, raw = create_key(deployment=dep, name="ext", actor=None)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Key {raw}")

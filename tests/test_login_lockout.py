@@ -31,7 +31,7 @@ def _logged_in(client: Client) -> bool:
 
 
 def test_wrong_passwords_lock_the_username_even_for_the_right_one(clock: Clock, client: Client, db: None) -> None:
-    UserFactory(username="olivia", role="operator")
+    UserFactory.create(username="olivia", role="operator")
 
     wrong = [_login(client, "olivia", f"guess-{n}") for n in range(5)]
     locked = _login(client, "olivia", PASSWORD)
@@ -54,7 +54,7 @@ def test_wrong_passwords_lock_the_username_even_for_the_right_one(clock: Clock, 
 
 
 def test_a_success_clears_the_usernames_count(clock: Clock, client: Client, db: None) -> None:
-    UserFactory(username="olivia", role="operator")
+    UserFactory.create(username="olivia", role="operator")
     for n in range(4):
         _login(client, "olivia", f"guess-{n}")
     assert _login(client, "olivia", PASSWORD).status_code == 302
@@ -78,7 +78,7 @@ def test_many_usernames_from_one_address_lock_the_address(
     settings: Any, clock: Clock, client: Client, db: None
 ) -> None:
     settings.LOGIN_FAILURES_PER_IP = 6
-    UserFactory(username="victor", role="viewer")
+    UserFactory.create(username="victor", role="viewer")
     for n in range(6):
         _login(client, f"user-{n}", "spray-password")
 
@@ -94,7 +94,7 @@ def test_many_usernames_from_one_address_lock_the_address(
 def test_no_lockout_when_turned_off(settings: Any, clock: Clock, client: Client, db: None) -> None:
     settings.LOGIN_FAILURES_LIMIT = 0
     settings.LOGIN_FAILURES_PER_IP = 0
-    UserFactory(username="olivia", role="operator")
+    UserFactory.create(username="olivia", role="operator")
     for n in range(10):
         _login(client, "olivia", f"guess-{n}")
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 def _labeled(deployment: Deployment, n: int, *, ago: timedelta, prefix: str) -> None:
     at = timezone.now() - ago
     for i in range(n):
-        EventFactory(
+        EventFactory.create(
             deployment=deployment,
             external_id=f"{prefix}-{i}",
             event_time=at,
@@ -54,7 +54,7 @@ def test_labels_in_no_closed_window_count_from_the_last_window(deployment: Deplo
     assert any("monitoring is behind" in m for m in loop.lag_alerts(lag))
 
     # A window that took every label so far: nothing waits outside a window.
-    WindowFactory(
+    WindowFactory.create(
         deployment=deployment,
         start=timezone.now() - timedelta(minutes=11),
         labeled_to=timezone.now() - timedelta(seconds=1),

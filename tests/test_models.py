@@ -84,7 +84,7 @@ def test_external_id_is_unique_within_a_deployment(deployment: Deployment) -> No
 
 
 def test_same_external_id_is_allowed_in_two_deployments(deployment: Deployment) -> None:
-    other = DeploymentFactory()
+    other = DeploymentFactory.create()
     other.live_version = _version(other, 1, ModelVersion.Status.LIVE)
     other.save()
 
@@ -110,7 +110,7 @@ def test_a_deployment_has_at_most_one_live_version(deployment: Deployment) -> No
 
 
 def test_two_deployments_may_each_have_a_live_version(deployment: Deployment) -> None:
-    other = DeploymentFactory()
+    other = DeploymentFactory.create()
 
     _version(other, 1, ModelVersion.Status.LIVE)
 
@@ -121,7 +121,7 @@ def test_version_numbers_are_unique_per_deployment(deployment: Deployment) -> No
     with violates("version_number_unique_per_deployment"):
         _version(deployment, 1)
 
-    other = DeploymentFactory()
+    other = DeploymentFactory.create()
     _version(other, 1)  # the same number in another deployment is fine
     assert ModelVersion.objects.filter(number=1).count() == 2
 
@@ -181,7 +181,7 @@ def test_other_job_kinds_and_other_deployments_run_beside_a_retrain(deployment: 
 
     Job.objects.create(deployment=deployment, kind=Job.Kind.COMPENSATION, status=Job.Status.RUNNING)
     Job.objects.create(deployment=deployment, kind=Job.Kind.COMPENSATION, status=Job.Status.QUEUED)
-    Job.objects.create(deployment=DeploymentFactory(), kind=Job.Kind.RETRAIN, status=Job.Status.QUEUED)
+    Job.objects.create(deployment=DeploymentFactory.create(), kind=Job.Kind.RETRAIN, status=Job.Status.QUEUED)
 
     assert Job.objects.active().count() == 4
 
@@ -189,7 +189,7 @@ def test_other_job_kinds_and_other_deployments_run_beside_a_retrain(deployment: 
 @pytest.mark.parametrize("kind", [Job.Kind.COMPENSATION, Job.Kind.DRIFT_SCAN])
 def test_at_most_one_queued_update_per_deployment_and_kind(deployment: Deployment, kind: str) -> None:
     Job.objects.create(deployment=deployment, kind=kind, status=Job.Status.QUEUED)
-    Job.objects.create(deployment=DeploymentFactory(), kind=kind, status=Job.Status.QUEUED)
+    Job.objects.create(deployment=DeploymentFactory.create(), kind=kind, status=Job.Status.QUEUED)
     Job.objects.create(deployment=deployment, kind=kind, status=Job.Status.RUNNING)
 
     with violates("one_queued_update_per_deployment_kind"):
@@ -208,14 +208,14 @@ def test_job_progress_outside_unit_interval_is_rejected(deployment: Deployment, 
 @pytest.mark.parametrize("value", [-0.01, 1.01, 5.0])
 def test_compensation_lambda_outside_unit_interval_is_rejected(db: None, value: float) -> None:
     with violates("deployment_lambda_in_unit_interval"):
-        DeploymentFactory(compensation_lambda=value)
+        DeploymentFactory.create(compensation_lambda=value)
 
     assert not Deployment.objects.exists()
 
 
 @pytest.mark.parametrize("value", [0.0, 1.0])
 def test_compensation_lambda_bounds_are_allowed(db: None, value: float) -> None:
-    DeploymentFactory(compensation_lambda=value)
+    DeploymentFactory.create(compensation_lambda=value)
 
     assert Deployment.objects.get().compensation_lambda == value
 
@@ -232,7 +232,7 @@ def test_other_adaptation_settings_are_checked_by_the_database(
     db: None, field: str, value: float, constraint: str
 ) -> None:
     with violates(constraint):
-        DeploymentFactory(**{field: value})
+        DeploymentFactory.create(**{field: value})
 
 
 def test_window_cannot_end_before_it_starts(deployment: Deployment) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -234,7 +234,7 @@ def test_window_metrics_match_a_direct_computation(dep: Deployment) -> None:
     window = monitoring.close_window(dep)
 
     assert window is not None
-    labels = [e.label for e in events]
+    labels = cast(list[int], [e.label for e in events])  # add_events labels every event
     assert window.version == version
     assert window.n_labeled == 100
     assert window.n_events == 100 + 30  # the other window's events share the event-time range
@@ -250,11 +250,12 @@ def test_window_metrics_match_a_direct_computation(dep: Deployment) -> None:
         assert getattr(window, f"{prefix}_log_loss") == pytest.approx(log_loss)
         assert getattr(window, f"{prefix}_accuracy") == pytest.approx(accuracy)
         assert getattr(window, f"{prefix}_brier") == pytest.approx(brier)
+    assert window.compensated_log_loss is not None and window.base_log_loss is not None
     assert window.compensated_log_loss < window.base_log_loss
 
 
 def test_multiclass_windows_use_macro_one_vs_rest_auc_and_the_vector_brier_score() -> None:
-    dep = DeploymentFactory(task="multiclass", classes=["a", "b", "c"], window_events=150)
+    dep = DeploymentFactory.create(task="multiclass", classes=["a", "b", "c"], window_events=150)
     weights, spec = model_artifacts(n_outputs=3)
     upload_version(deployment=dep, spec=spec, weights=weights, actor=None)
     dep.refresh_from_db()
@@ -270,6 +271,7 @@ def test_multiclass_windows_use_macro_one_vs_rest_auc_and_the_vector_brier_score
     assert window.base_accuracy == pytest.approx(np.mean(p.argmax(axis=1) == y))
     assert window.base_brier == pytest.approx(np.mean(np.sum((p - np.eye(3)[y]) ** 2, axis=1)))
     assert window.base_log_loss == pytest.approx(-np.mean(np.log(p[np.arange(150), y])))
+    assert window.base_accuracy is not None
     assert 0 < window.base_accuracy < 1
 
 
@@ -327,7 +329,7 @@ def test_a_crash_while_writing_leaves_no_half_window(dep: Deployment, monkeypatc
 
 
 def test_external_deployments_monitor_without_a_version() -> None:
-    dep = DeploymentFactory(serving=Deployment.Serving.EXTERNAL, key_dim=4, window_events=50)
+    dep = DeploymentFactory.create(serving=Deployment.Serving.EXTERNAL, key_dim=4, window_events=50)
     add_events(dep, ago(5), n=50)
     ErrorSample.objects.create(
         deployment=dep, version=None, key=b"\0" * 16, label=0, base_score=0.1, revision=1, written_at=timezone.now()
@@ -374,6 +376,7 @@ def test_a_training_profile_is_the_reference_from_the_first_window(dep: Deployme
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 2, 1500)
     profile = training_profile(make_rows(1500, seed=9), np.clip(0.3 + 0.4 * labels, 0, 1), labels)
+    assert dep.live_version is not None and dep.live_version_id is not None
     ModelVersion = type(dep.live_version)
     ModelVersion.objects.filter(pk=dep.live_version_id).update(profile=profile)
     # Distances on a window of 100 rows are noisy (an unshifted column reaches 0.19 against 0.1);
@@ -464,7 +467,7 @@ def test_detector_state_is_saved_per_version_and_continues_exactly(dep: Deployme
 
 
 def _close_all(dep: Deployment, *, cold: bool) -> list[Window]:
-    windows = []
+    windows: list[Window] = []
     while True:
         if cold:
             monitoring.forget_cached_detectors()

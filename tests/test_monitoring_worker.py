@@ -15,8 +15,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -97,12 +98,7 @@ def process(role: str, queue: str, tmp_path: Path, **env: str) -> Iterator[subpr
             raise
         finally:
             if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                worker_helpers.stop(proc)
 
 
 def deployment(**fields: Any) -> Deployment:
@@ -144,7 +140,7 @@ def test_beat_closes_due_windows_on_schedule_with_metrics_and_drift(queue: str, 
     first, second = windows_of(by_count)
     assert [first.n_labeled, second.n_labeled] == [100, 100]
     assert first.base_auc == pytest.approx(
-        direct_auc([e.base_score for e in first_events], [e.label for e in first_events])
+        direct_auc([e.base_score for e in first_events], cast(list[int], [e.label for e in first_events]))
     )
     assert not first.drift_metrics.exists()
     levels = {m.column: m.level for m in second.drift_metrics.all()}
@@ -168,7 +164,7 @@ def test_detector_state_survives_a_killed_worker_and_a_duplicate_message_closes_
     with process("worker", queue, tmp_path) as worker:
         job = monitoring.request_close(dep)
         assert job is not None
-        wait_for(lambda: finished(job), timeout=90)
+        wait_for(partial(finished, job), timeout=90)
         worker.kill()  # no warm shutdown: whatever it held in memory is gone
         worker.wait()
     assert job.status == Job.Status.SUCCEEDED and len(job.metrics["windows"]) == 4
@@ -180,7 +176,7 @@ def test_detector_state_survives_a_killed_worker_and_a_duplicate_message_closes_
     with process("worker", queue, tmp_path):
         job = monitoring.request_close(dep)
         assert job is not None
-        wait_for(lambda: finished(job), timeout=90)
+        wait_for(partial(finished, job), timeout=90)
         # The same message again (a redelivery): the job is no longer queued, so nothing runs.
         close_window.apply_async(args=[job.pk])
         assert ping.apply_async(args=["after"]).get(timeout=60)["pong"] == "after"  # the queue is in order

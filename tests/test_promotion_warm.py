@@ -44,7 +44,7 @@ def _cpu_and_fresh_cache(settings: Any) -> Iterator[None]:
 
 def _serve_and_label(deployment: Deployment, n: int, *, prefix: str, seed: int, apply: bool = True) -> None:
     """``n`` predictions served by the live version, all labeled (and, with ``apply``, in its memory)."""
-    rows = [{"id": f"{prefix}-{i}", "features": f} for i, f in enumerate(make_rows(n, seed=seed))]
+    rows: list[dict[str, Any]] = [{"id": f"{prefix}-{i}", "features": f} for i, f in enumerate(make_rows(n, seed=seed))]
     fresh = Deployment.objects.select_related("live_version").get(pk=deployment.pk)
     ingest.predict(deployment=fresh, payload={"rows": rows})
     labels = [{"id": r["id"], "label": int(r["features"]["dep_delay"] > 15)} for r in rows]

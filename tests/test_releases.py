@@ -48,7 +48,7 @@ def _learn(dep: Deployment, prefix: str, n: int, label: int) -> None:
 
 
 def test_promotion_switches_the_live_version_and_the_release_timeline(two_versions: Deployment) -> None:
-    operator = UserFactory(role="operator")
+    operator = UserFactory.create(role="operator")
 
     release = releases.promote(deployment=two_versions, number=2, actor=operator, reason="better AUC")
 

@@ -116,7 +116,7 @@ def _gate_job(candidate: ModelVersion) -> Job:
 
 
 def test_request_retrain_queues_a_job_with_the_full_parameters_and_audits_it(deployment: Deployment) -> None:
-    operator = UserFactory(role="operator")
+    operator = UserFactory.create(role="operator")
 
     job = retraining.request_retrain(
         deployment=deployment, actor=operator, reason="drift on carrier", params={"epochs": 3, "distill": False}
@@ -163,8 +163,8 @@ def test_bad_retrain_parameters_name_the_field(deployment: Deployment, params: A
 
 
 def test_deployments_without_a_hosted_live_version_cannot_be_retrained(db: None) -> None:
-    external = DeploymentFactory(serving=Deployment.Serving.EXTERNAL, key_dim=4, feature_schema=[])
-    empty = DeploymentFactory()
+    external = DeploymentFactory.create(serving=Deployment.Serving.EXTERNAL, key_dim=4, feature_schema=[])
+    empty = DeploymentFactory.create()
 
     for dep in (external, empty):
         with pytest.raises(Conflict):
@@ -597,7 +597,7 @@ def test_an_on_demand_comparison_scores_the_newest_events_and_only_reports(
 
 
 def test_a_multiclass_deployment_retrains_evaluates_and_warms(db: None) -> None:
-    dep = DeploymentFactory(task="multiclass", classes=["AA", "UA", "DL", "B6"])
+    dep = DeploymentFactory.create(task="multiclass", classes=["AA", "UA", "DL", "B6"])
     weights, spec = model_artifacts(n_outputs=4)
     upload_version(deployment=dep, spec=spec, weights=weights, actor=None)
     dep.refresh_from_db()

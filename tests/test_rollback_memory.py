@@ -69,7 +69,9 @@ def _embed(dep: Deployment, version: ModelVersion, rows: list[dict[str, Any]]) -
 def _remember(dep: Deployment, version: ModelVersion, rows: list[dict[str, Any]], label: int, revision: int) -> None:
     p_base, keys = _embed(dep, version, rows)
     for key, score in zip(runtime.encode_keys(keys), p_base.tolist(), strict=True):
-        ErrorSampleFactory(deployment=dep, version=version, key=key, label=label, base_score=score, revision=revision)
+        ErrorSampleFactory.create(
+            deployment=dep, version=version, key=key, label=label, base_score=score, revision=revision
+        )
     Deployment.objects.filter(pk=dep.pk).update(memory_revision=revision)
 
 

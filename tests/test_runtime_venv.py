@@ -26,7 +26,7 @@ import pytest
 from django.conf import settings
 from kombu import Connection
 
-from tests.worker import ROOT
+from tests.worker import ROOT, stop
 from tests.worker import test_database_url as database_url
 
 pytestmark = [
@@ -104,12 +104,7 @@ def runtime_worker(python: Path, broker_url: str, queue: str) -> Iterator[Path]:
         try:
             yield log_path
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
     log_path.unlink(missing_ok=True)
 
 

@@ -150,13 +150,18 @@ def celery_worker(
             try:
                 yield name, queues[0]
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop(proc)
         log_path.unlink(missing_ok=True)
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """Ask a child process to stop (SIGTERM), and kill it after 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextmanager
@@ -165,7 +170,7 @@ def _no_routes() -> Iterator[dict[str, str]]:
     yield dict(_private)
 
 
-def wait_for(condition: Callable[[], T], timeout: float = 60.0, interval: float = 0.2) -> T:
+def wait_for(condition: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.2) -> T:
     """Poll ``condition`` until it returns a truthy value; fail with the last value after ``timeout``."""
     deadline = time.monotonic() + timeout
     value = condition()

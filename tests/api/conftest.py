@@ -28,7 +28,7 @@ def _empty_serving_cache() -> Iterator[None]:
 @pytest.fixture
 def multiclass_deployment(db: None) -> Deployment:
     """A three-class deployment whose first version (three outputs) is live."""
-    dep = DeploymentFactory(task="multiclass", classes=CLASSES_3)
+    dep = DeploymentFactory.create(task="multiclass", classes=CLASSES_3)
     weights, spec = model_artifacts(n_outputs=3)
     upload_version(deployment=dep, spec=spec, weights=weights, actor=None)
     dep.refresh_from_db()
@@ -38,13 +38,13 @@ def multiclass_deployment(db: None) -> Deployment:
 @pytest.fixture
 def empty_deployment(db: None) -> Deployment:
     """A binary deployment with no version uploaded yet."""
-    return DeploymentFactory()
+    return DeploymentFactory.create()
 
 
 @pytest.fixture
 def other_deployment(db: None) -> Deployment:
     """A second binary deployment with a live version, for scoping checks."""
-    dep = DeploymentFactory()
+    dep = DeploymentFactory.create()
     weights, spec = model_artifacts(seed=1)
     upload_version(deployment=dep, spec=spec, weights=weights, actor=None)
     dep.refresh_from_db()

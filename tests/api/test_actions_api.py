@@ -58,7 +58,7 @@ def test_promote_puts_the_version_live_and_answers_the_release(
 
     assert r.status_code == 200, r.content
     body = r.json()
-    username = operator_client.user.username  # type: ignore[attr-defined]
+    username = operator_client.user.username
     release = body["release"]
     assert (release["version"], release["kind"], release["actor"], release["reason"]) == (
         2,
@@ -321,7 +321,7 @@ def test_retrain_queues_one_job(operator_client: APIClient, deployment: Deployme
     job = r.json()
     assert (job["kind"], job["status"], job["deployment"]) == ("retrain", "queued", deployment.slug)
     assert job["params"]["epochs"] == 2
-    assert job["requested_by"] == operator_client.user.username  # type: ignore[attr-defined]
+    assert job["requested_by"] == operator_client.user.username
     assert again.status_code == 409  # one retrain at a time
     assert Job.objects.filter(kind=Job.Kind.RETRAIN).count() == 1
 
@@ -376,7 +376,7 @@ def test_live_at_before_the_first_release_is_404_saying_so(viewer_client: APICli
 
 
 def test_live_at_a_deployment_without_releases_is_404(viewer_client: APIClient, db: None) -> None:
-    empty = DeploymentFactory()
+    empty = DeploymentFactory.create()
 
     r = viewer_client.get(_url(empty, "live"))
 
@@ -512,7 +512,7 @@ class JobSet:
 @pytest.fixture
 def job_set(deployment: Deployment, other_deployment: Deployment) -> JobSet:
     """Jobs created oldest first: a ping, another deployment's retrain, then this one's jobs."""
-    user = UserFactory(role="operator")
+    user = UserFactory.create(role="operator")
     ping = Job.objects.create(kind=Job.Kind.PING, status=Job.Status.SUCCEEDED)
     other = Job.objects.create(deployment=other_deployment, kind=Job.Kind.RETRAIN, status=Job.Status.RUNNING)
     compensation = Job.objects.create(deployment=deployment, kind=Job.Kind.COMPENSATION, status=Job.Status.SUCCEEDED)
@@ -577,7 +577,7 @@ def test_cancelling_a_queued_job_is_final_and_safe_to_retry(operator_client: API
 
     assert r.status_code == again.status_code == 200, again.content
     body = r.json()
-    username = operator_client.user.username  # type: ignore[attr-defined]
+    username = operator_client.user.username
     assert body["status"] == "cancelled" and body["finished_at"]
     assert body["message"] == f"cancelled by {username}: wrong parameters"
     assert again.json() == body  # unchanged by the retry
@@ -708,7 +708,7 @@ def test_an_admin_may_act(admin_client: APIClient, scene: Scene) -> None:
     r = _post(admin_client, scene.deployment, "promote", {"version": 2, "reason": "admin"})
 
     assert r.status_code == 200, r.content
-    assert r.json()["release"]["actor"] == admin_client.user.username  # type: ignore[attr-defined]
+    assert r.json()["release"]["actor"] == admin_client.user.username
 
 
 @pytest.mark.parametrize("path", READS)
@@ -727,7 +727,7 @@ def test_every_role_may_read_the_timeline_reports_and_jobs(
 def test_lists_cost_a_bounded_number_of_queries(
     viewer_client: APIClient, two_versions: Deployment, django_assert_max_num_queries: Any, n: int
 ) -> None:
-    user = UserFactory()
+    user = UserFactory.create()
     for i in range(n):
         Job.objects.create(deployment=two_versions, kind=Job.Kind.DRIFT_SCAN, status="succeeded", requested_by=user)
         _flip_report(two_versions, 1, 2)

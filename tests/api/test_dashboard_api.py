@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 
 def _windows(deployment: Deployment, n: int, **fields: object) -> list[Window]:
     start = timezone.now() - timedelta(days=30)
-    return [WindowFactory(deployment=deployment, start=start + timedelta(hours=i), **fields) for i in range(n)]
+    return [WindowFactory.create(deployment=deployment, start=start + timedelta(hours=i), **fields) for i in range(n)]
 
 
 def _second_version(deployment: Deployment) -> ModelVersion:
@@ -51,10 +51,10 @@ def test_overview_says_no_data_before_any_window(viewer_client, deployment):
 
 def test_overview_health_is_the_worst_of_drift_bands_and_detectors(viewer_client, deployment):
     (window,) = _windows(deployment, 1)
-    DriftMetricFactory(window=window, column="a", level="ok")
+    DriftMetricFactory.create(window=window, column="a", level="ok")
     assert _summary(viewer_client, deployment.slug)["health"] == "ok"
 
-    DriftMetricFactory(window=window, column="b", level="warn")
+    DriftMetricFactory.create(window=window, column="b", level="warn")
     row = _summary(viewer_client, deployment.slug)
     assert row["health"] == "warn"
     assert "1 column(s) in the warn band" in row["health_reasons"]
@@ -69,17 +69,17 @@ def test_overview_health_is_the_worst_of_drift_bands_and_detectors(viewer_client
 
 def test_overview_health_reads_only_the_latest_window(viewer_client, deployment):
     old, new = _windows(deployment, 2)
-    DriftMetricFactory(window=old, level="drift")
-    DriftMetricFactory(window=new, level="ok")
+    DriftMetricFactory.create(window=old, level="drift")
+    DriftMetricFactory.create(window=new, level="ok")
     assert _summary(viewer_client, deployment.slug)["health"] == "ok"
 
 
 def test_overview_counts_events_of_the_last_five_minutes_per_minute(viewer_client, deployment):
     now = timezone.now()
     for i in range(10):
-        EventFactory(deployment=deployment, received_at=now - timedelta(seconds=10 * i))
+        EventFactory.create(deployment=deployment, received_at=now - timedelta(seconds=10 * i))
     for _ in range(7):
-        EventFactory(deployment=deployment, received_at=now - timedelta(minutes=20))
+        EventFactory.create(deployment=deployment, received_at=now - timedelta(minutes=20))
     assert _summary(viewer_client, deployment.slug)["events_per_minute"] == 2.0  # 10 events / 5 min
 
 
@@ -87,8 +87,8 @@ def test_overview_latest_window_sparkline_and_memory(viewer_client, deployment):
     windows = _windows(deployment, 35)
     Window.objects.filter(pk=windows[-1].pk).update(base_auc=0.61, compensated_auc=0.66)
     for _ in range(4):
-        ErrorSampleFactory(deployment=deployment)
-    ErrorSampleFactory(deployment=deployment, active=False)
+        ErrorSampleFactory.create(deployment=deployment)
+    ErrorSampleFactory.create(deployment=deployment, active=False)
     row = _summary(viewer_client, deployment.slug)
     assert row["latest_window"]["id"] == windows[-1].pk
     assert (row["latest_window"]["base_auc"], row["latest_window"]["compensated_auc"]) == (0.61, 0.66)

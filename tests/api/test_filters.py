@@ -111,11 +111,11 @@ def test_newest_first_drift_keeps_columns_in_order_within_a_window(
     viewer_client: APIClient, deployment: Deployment
 ) -> None:
     # `order=desc` reverses the windows, not the columns of each window.
-    older = WindowFactory(deployment=deployment)
-    newer = WindowFactory(deployment=deployment, start=older.start + timedelta(hours=2))
+    older = WindowFactory.create(deployment=deployment)
+    newer = WindowFactory.create(deployment=deployment, start=older.start + timedelta(hours=2))
     for window in (older, newer):
         for column in ("b", "a"):
-            DriftMetricFactory(window=window, column=column)
+            DriftMetricFactory.create(window=window, column=column)
 
     r = viewer_client.get(f"/api/v1/deployments/{deployment.slug}/drift", {"order": "desc"})
 

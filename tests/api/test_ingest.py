@@ -69,6 +69,7 @@ def test_predict_answers_every_row_in_request_order(ingest_client: APIClient, de
     predictions = r.json()["predictions"]
     assert [p["id"] for p in predictions] == ids
     # The served score is the live model's output (compensation not yet applied: score == base).
+    assert deployment.live_version is not None
     expected = runtime.load_version(deployment, deployment.live_version).predict_proba(
         [row["features"] for row in rows]
     )
@@ -222,7 +223,7 @@ def test_feedback_for_an_id_of_another_deployment_is_unknown(
     ],
 )
 def test_binary_labels_accept_class_names_booleans_and_indexes(db: None, label: Any, index: int) -> None:
-    dep = DeploymentFactory(classes=["on_time", "delayed"])
+    dep = DeploymentFactory.create(classes=["on_time", "delayed"])
     weights, spec = model_artifacts()
     upload_version(deployment=dep, spec=spec, weights=weights, actor=None)
     dep.refresh_from_db()
@@ -438,7 +439,7 @@ def test_unknown_deployment_is_404(operator_client: APIClient, db: None, action:
 def test_an_id_with_a_nul_character_is_rejected(ingest_client: APIClient, deployment: Deployment, action: str) -> None:
     # Valid JSON, but PostgreSQL text cannot hold NUL: it must be a 400 on every database, not a 500.
     ingest_client.raise_request_exception = False
-    payload = (
+    payload: dict[str, Any] = (
         {"rows": [{"id": "a\u0000b", "features": _good_features()}]}
         if action == "predict"
         else {"labels": [{"id": "a\u0000b", "label": 1}]}

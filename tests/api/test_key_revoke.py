@@ -45,7 +45,7 @@ def test_a_revoked_key_gets_401_on_predict_and_feedback_at_once(
     assert not Event.objects.filter(deployment=deployment, external_id="after").exists()
     assert Event.objects.get(deployment=deployment, external_id="before").label is None
     entry = AuditEntry.objects.get(action=AuditEntry.Action.REVOKE_KEY, deployment=deployment)
-    assert (entry.actor, entry.reason, entry.details["key"]) == (admin_client.user, "leaked in a log", "edge")  # type: ignore[attr-defined]
+    assert (entry.actor, entry.reason, entry.details["key"]) == (admin_client.user, "leaked in a log", "edge")
 
     listed = {row["id"]: row for row in admin_client.get(f"/api/v1/deployments/{deployment.slug}/keys").json()}
     assert listed[key.pk]["revoked_at"] == response.json()["revoked_at"]

@@ -44,7 +44,7 @@ def _get(client: APIClient, deployment: Deployment, path: str, **params: Any) ->
 def _hourly_windows(deployment: Deployment, n: int, **fields: Any) -> list[Window]:
     """n consecutive hour-long windows from WINDOW_START, created newest first (the table's order must not matter)."""
     return [
-        WindowFactory(deployment=deployment, start=WINDOW_START + timedelta(hours=i), **fields)
+        WindowFactory.create(deployment=deployment, start=WINDOW_START + timedelta(hours=i), **fields)
         for i in reversed(range(n))
     ]
 
@@ -60,7 +60,7 @@ def _second_version(deployment: Deployment) -> int:
 
 def test_windows_are_a_curve_oldest_first_with_every_metric(viewer_client: APIClient, deployment: Deployment) -> None:
     _hourly_windows(deployment, 3)
-    WindowFactory(deployment=DeploymentFactory(), start=WINDOW_START)  # another deployment's
+    WindowFactory.create(deployment=DeploymentFactory.create(), start=WINDOW_START)  # another deployment's
 
     body = _get(viewer_client, deployment, "windows")
 
@@ -109,8 +109,8 @@ def test_a_time_offset_whose_plus_became_a_space_in_the_url_still_parses(
 def test_windows_filter_by_version_and_order_newest_first(viewer_client: APIClient, deployment: Deployment) -> None:
     v2 = _second_version(deployment)
     _hourly_windows(deployment, 2)
-    WindowFactory(deployment=deployment, version_id=v2, start=WINDOW_START + timedelta(hours=5))
-    WindowFactory(deployment=deployment, version=None, start=WINDOW_START + timedelta(hours=6))
+    WindowFactory.create(deployment=deployment, version_id=v2, start=WINDOW_START + timedelta(hours=5))
+    WindowFactory.create(deployment=deployment, version=None, start=WINDOW_START + timedelta(hours=6))
 
     only_v1 = _get(viewer_client, deployment, "windows", version=1)
     newest = _get(viewer_client, deployment, "windows", order="desc")
@@ -139,11 +139,13 @@ def test_windows_are_paginated_with_room_for_a_whole_chart(viewer_client: APICli
 
 
 def test_window_detail_includes_its_drift_metrics(viewer_client: APIClient, deployment: Deployment) -> None:
-    window = WindowFactory(deployment=deployment)
-    DriftMetricFactory(window=window, column="distance", method="ks", level="drift", p_value=0.001)
-    DriftMetricFactory(window=window, column="prediction", column_kind="prediction", method="psi", p_value=None)
-    DriftMetricFactory(window=window, column="carrier", method="chisquare", level="warn")
-    DriftMetricFactory(window=WindowFactory(deployment=deployment, start=WINDOW_START + timedelta(hours=1)))
+    window = WindowFactory.create(deployment=deployment)
+    DriftMetricFactory.create(window=window, column="distance", method="ks", level="drift", p_value=0.001)
+    DriftMetricFactory.create(window=window, column="prediction", column_kind="prediction", method="psi", p_value=None)
+    DriftMetricFactory.create(window=window, column="carrier", method="chisquare", level="warn")
+    DriftMetricFactory.create(
+        window=WindowFactory.create(deployment=deployment, start=WINDOW_START + timedelta(hours=1))
+    )
 
     body = _get(viewer_client, deployment, f"windows/{window.pk}")
 
@@ -167,7 +169,7 @@ def test_window_detail_includes_its_drift_metrics(viewer_client: APIClient, depl
 
 
 def test_a_window_of_another_deployment_is_404(viewer_client: APIClient, deployment: Deployment) -> None:
-    theirs = WindowFactory(deployment=DeploymentFactory())
+    theirs = WindowFactory.create(deployment=DeploymentFactory.create())
 
     r = viewer_client.get(_url(deployment, f"windows/{theirs.pk}"))
 
@@ -182,11 +184,11 @@ def drift_grid(deployment: Deployment) -> list[Window]:
     """Three windows x three columns; distance drifts in the last window, carrier warns in the second."""
     windows = _hourly_windows(deployment, 3)[::-1]
     for i, window in enumerate(windows):
-        DriftMetricFactory(window=window, column="distance", level="drift" if i == 2 else "ok")
-        DriftMetricFactory(
+        DriftMetricFactory.create(window=window, column="distance", level="drift" if i == 2 else "ok")
+        DriftMetricFactory.create(
             window=window, column="carrier", method="chisquare", level="warn" if i == 1 else "ok", p_value=0.07
         )
-        DriftMetricFactory(
+        DriftMetricFactory.create(
             window=window, column="prediction", column_kind="prediction", method="psi", statistic=0.02, p_value=None
         )
     return windows
@@ -247,7 +249,7 @@ def test_detector_state_summarises_each_stream_without_the_stored_errors(
     # The raw error rate jumps from 10% to 100%: the detectors fire; the compensated stream stays at 10%.
     raw = error_stream_state(_stable(400) + [1.0] * 200)
     compensated = error_stream_state(_stable(600))
-    MonitorStateFactory(deployment=deployment, detectors={"raw": raw, "compensated": compensated})
+    MonitorStateFactory.create(deployment=deployment, detectors={"raw": raw, "compensated": compensated})
 
     body = _get(viewer_client, deployment, "detectors")
 
@@ -290,7 +292,7 @@ def test_ddm_warning_zone_is_reported(viewer_client: APIClient, deployment: Depl
         bank.update_many([1.0 if step % 3 else 0.0])
         assert bank.detectors["ddm"].n_detections == 0, "fired before warning"
     # A stream saved as a single DetectorBank state (rather than banks by name) reads the same.
-    MonitorStateFactory(deployment=deployment, detectors={"compensated": bank.state_dict()})
+    MonitorStateFactory.create(deployment=deployment, detectors={"compensated": bank.state_dict()})
 
     (stream,) = _get(viewer_client, deployment, "detectors")["streams"]
 
@@ -302,7 +304,7 @@ def test_detector_state_of_another_version_and_when_none_was_saved(
     viewer_client: APIClient, deployment: Deployment
 ) -> None:
     v2 = _second_version(deployment)
-    MonitorStateFactory(
+    MonitorStateFactory.create(
         deployment=deployment, version_id=v2, detectors={"raw": error_stream_state(_stable(50)), "compensated": {}}
     )
 
@@ -319,7 +321,7 @@ def test_detector_state_of_another_version_and_when_none_was_saved(
 def test_an_unreadable_detector_state_is_reported_not_a_500(viewer_client: APIClient, deployment: Deployment) -> None:
     good = error_stream_state(_stable(50))
     broken = {**good, "error": {"format": 99}}
-    MonitorStateFactory(deployment=deployment, detectors={"raw": broken, "compensated": good})
+    MonitorStateFactory.create(deployment=deployment, detectors={"raw": broken, "compensated": good})
 
     raw, compensated = _get(viewer_client, deployment, "detectors")["streams"]
 
@@ -330,7 +332,7 @@ def test_an_unreadable_detector_state_is_reported_not_a_500(viewer_client: APICl
 def test_detector_signal_timeline_comes_from_the_windows(viewer_client: APIClient, deployment: Deployment) -> None:
     fired = {"raw": {"adwin": {"detections": [17], "drift": True}}, "compensated": {}}
     _hourly_windows(deployment, 2)
-    WindowFactory(deployment=deployment, start=WINDOW_START + timedelta(hours=2), detector_signals=fired)
+    WindowFactory.create(deployment=deployment, start=WINDOW_START + timedelta(hours=2), detector_signals=fired)
 
     body = _get(viewer_client, deployment, "detectors/signals", since="2024-03-01T02:00:00Z")
 
@@ -345,14 +347,14 @@ def test_detector_signal_timeline_comes_from_the_windows(viewer_client: APIClien
 def test_memory_stats_of_the_live_version(viewer_client: APIClient, deployment: Deployment) -> None:
     Deployment.objects.filter(pk=deployment.pk).update(memory_revision=7, memory_epoch=2)
     for revision, label in enumerate([1, 1, 1, 0], start=1):
-        ErrorSampleFactory(deployment=deployment, label=label, revision=revision, key=unit_key(seed=revision))
-    ErrorSampleFactory(deployment=deployment, label=0, revision=5, active=False)  # evicted
-    ErrorSampleFactory(deployment=deployment, version_id=_second_version(deployment), revision=6)
+        ErrorSampleFactory.create(deployment=deployment, label=label, revision=revision, key=unit_key(seed=revision))
+    ErrorSampleFactory.create(deployment=deployment, label=0, revision=5, active=False)  # evicted
+    ErrorSampleFactory.create(deployment=deployment, version_id=_second_version(deployment), revision=6)
     # Two labels wait for the memory; one is already in; one has no key (nothing to write).
-    EventFactory(deployment=deployment, label=1, key=unit_key(), memory_revision=None)
-    EventFactory(deployment=deployment, label=0, key=unit_key(seed=1), memory_revision=None)
-    EventFactory(deployment=deployment, label=1, key=unit_key(seed=2), memory_revision=7)
-    EventFactory(deployment=deployment, label=1, key=None, memory_revision=None)
+    EventFactory.create(deployment=deployment, label=1, key=unit_key(), memory_revision=None)
+    EventFactory.create(deployment=deployment, label=0, key=unit_key(seed=1), memory_revision=None)
+    EventFactory.create(deployment=deployment, label=1, key=unit_key(seed=2), memory_revision=7)
+    EventFactory.create(deployment=deployment, label=1, key=None, memory_revision=None)
 
     body = _get(viewer_client, deployment, "memory")
 
@@ -377,10 +379,12 @@ def test_memory_support_measures_evidence_near_the_latest_served_events(
 ) -> None:
     Deployment.objects.filter(pk=deployment.pk).update(memory_revision=3)
     for seed in range(3):
-        ErrorSampleFactory(deployment=deployment, revision=seed + 1, key=unit_key(seed=seed))
+        ErrorSampleFactory.create(deployment=deployment, revision=seed + 1, key=unit_key(seed=seed))
     # Served events whose keys are the stored ones: the memory has evidence right there.
     for seed in range(3):
-        EventFactory(deployment=deployment, key=unit_key(seed=seed), event_time=WINDOW_START + timedelta(seconds=seed))
+        EventFactory.create(
+            deployment=deployment, key=unit_key(seed=seed), event_time=WINDOW_START + timedelta(seconds=seed)
+        )
 
     body = _get(viewer_client, deployment, "memory")
 
@@ -402,7 +406,7 @@ def test_memory_of_a_version_that_is_not_live_has_no_support_figure(
     viewer_client: APIClient, deployment: Deployment
 ) -> None:
     v2 = _second_version(deployment)
-    ErrorSampleFactory(deployment=deployment, version_id=v2, label=0)
+    ErrorSampleFactory.create(deployment=deployment, version_id=v2, label=0)
 
     body = _get(viewer_client, deployment, "memory", version=2)
 
@@ -411,9 +415,9 @@ def test_memory_of_a_version_that_is_not_live_has_no_support_figure(
 
 
 def test_memory_of_an_external_deployment(viewer_client: APIClient, db: None) -> None:
-    external = DeploymentFactory(serving=Deployment.Serving.EXTERNAL, key_dim=8, classes=["no", "yes"])
-    ErrorSampleFactory(deployment=external, version=None, label=1)
-    ErrorSampleFactory(deployment=external, version=None, label=0)
+    external = DeploymentFactory.create(serving=Deployment.Serving.EXTERNAL, key_dim=8, classes=["no", "yes"])
+    ErrorSampleFactory.create(deployment=external, version=None, label=1)
+    ErrorSampleFactory.create(deployment=external, version=None, label=0)
 
     body = _get(viewer_client, external, "memory")
     with_version = viewer_client.get(_url(external, "memory"), {"version": 1})
@@ -433,10 +437,10 @@ def test_memory_of_a_deployment_without_versions(viewer_client: APIClient, empty
 
 
 def test_samples_are_listed_newest_first_without_keys(viewer_client: APIClient, deployment: Deployment) -> None:
-    event = EventFactory(deployment=deployment, external_id="flight-42")
-    ErrorSampleFactory(deployment=deployment, revision=1, event=event, label=1, base_score=0.2)
-    ErrorSampleFactory(deployment=deployment, revision=2, label=0, active=False)
-    ErrorSampleFactory(deployment=DeploymentFactory(), version=None, revision=3)  # another deployment's
+    event = EventFactory.create(deployment=deployment, external_id="flight-42")
+    ErrorSampleFactory.create(deployment=deployment, revision=1, event=event, label=1, base_score=0.2)
+    ErrorSampleFactory.create(deployment=deployment, revision=2, label=0, active=False)
+    ErrorSampleFactory.create(deployment=DeploymentFactory.create(), version=None, revision=3)  # another deployment's
 
     body = _get(viewer_client, deployment, "samples")
 
@@ -473,11 +477,11 @@ def test_samples_filters(
     viewer_client: APIClient, deployment: Deployment, params: dict[str, Any], revisions: list[int]
 ) -> None:
     v2 = _second_version(deployment)
-    ErrorSampleFactory(deployment=deployment, revision=1)
-    ErrorSampleFactory(deployment=deployment, revision=2)
-    ErrorSampleFactory(deployment=deployment, revision=3, version_id=v2)
-    ErrorSampleFactory(deployment=deployment, revision=4, active=False)
-    ErrorSampleFactory(deployment=deployment, revision=5, label=0)
+    ErrorSampleFactory.create(deployment=deployment, revision=1)
+    ErrorSampleFactory.create(deployment=deployment, revision=2)
+    ErrorSampleFactory.create(deployment=deployment, revision=3, version_id=v2)
+    ErrorSampleFactory.create(deployment=deployment, revision=4, active=False)
+    ErrorSampleFactory.create(deployment=deployment, revision=5, label=0)
 
     body = _get(viewer_client, deployment, "samples", **params)
 
@@ -547,7 +551,7 @@ def test_an_unknown_deployment_is_404(viewer_client: APIClient, db: None, path: 
 def test_every_role_reads_and_an_ingestion_key_may_not(
     request: pytest.FixtureRequest, deployment: Deployment, path: str, role: str, status: int
 ) -> None:
-    window = WindowFactory(deployment=deployment)
+    window = WindowFactory.create(deployment=deployment)
     client: APIClient = request.getfixturevalue(f"{role}_client")
 
     r = client.get(_url(deployment, path.format(window=window.pk)))
@@ -575,7 +579,7 @@ def test_each_endpoint_costs_a_bounded_number_of_queries(
         for w in windows
         for c in ("a", "b")
     )
-    events = [EventFactory(deployment=deployment, label=1, key=unit_key(seed=i)) for i in range(min(n, 20))]
+    events = [EventFactory.create(deployment=deployment, label=1, key=unit_key(seed=i)) for i in range(min(n, 20))]
     ErrorSample.objects.bulk_create(
         ErrorSample(
             deployment=deployment,
@@ -590,7 +594,9 @@ def test_each_endpoint_costs_a_bounded_number_of_queries(
         for i in range(n)
     )
     Deployment.objects.filter(pk=deployment.pk).update(memory_revision=n)
-    MonitorStateFactory(deployment=deployment, detectors={"raw": error_stream_state(_stable(100)), "compensated": {}})
+    MonitorStateFactory.create(
+        deployment=deployment, detectors={"raw": error_stream_state(_stable(100)), "compensated": {}}
+    )
     viewer_client.get(_url(deployment, "windows"))  # the first request also reads the session/token tables
 
     for path in LISTS:

@@ -141,7 +141,7 @@ def test_ingestion_endpoints_document_only_the_json_body_they_accept(
 
 def test_docs_render_for_a_logged_in_user_without_a_cdn(viewer_client: APIClient) -> None:
     browser = APIClient()
-    browser.force_login(viewer_client.user)  # type: ignore[attr-defined]
+    browser.force_login(viewer_client.user)
 
     r = browser.get("/api/docs/")
 
@@ -192,7 +192,7 @@ def ingestion_key_client(ingest_client: APIClient) -> APIClient:
 
 def test_the_schema_is_served_to_a_viewer_by_session(viewer_client: APIClient) -> None:
     browser = APIClient()
-    browser.force_login(viewer_client.user)  # type: ignore[attr-defined]
+    browser.force_login(viewer_client.user)
 
     r = browser.get("/api/schema/", {"format": "json"})
 

@@ -50,7 +50,7 @@ def _label_and_apply(client: APIClient, deployment: Deployment, ids: list[str]) 
 def test_a_key_that_overflows_float32_is_refused_and_the_memory_keeps_working(
     operator_client: APIClient, external: Deployment, value: float
 ) -> None:
-    good = [{"id": f"g{i}", "score": 0.3, "key": [0.1 * i, 0.2, 0.3]} for i in range(5)]
+    good: list[dict[str, Any]] = [{"id": f"g{i}", "score": 0.3, "key": [0.1 * i, 0.2, 0.3]} for i in range(5)]
     bad = _compensate(operator_client, external, [*good, {"id": "poison", "score": 0.5, "key": [value, value, 1.0]}])
 
     assert bad.status_code == 400
@@ -70,7 +70,9 @@ def test_a_huge_but_finite_key_is_normalised_without_overflow(operator_client: A
     r = _compensate(operator_client, external, [{"id": "big", "score": 0.5, "key": [1e20, -1e20, 1e19]}])
 
     assert r.status_code == 200, r.content
-    key = np.frombuffer(bytes(Event.objects.get(external_id="big").key), dtype="<f4")
+    stored = Event.objects.get(external_id="big").key
+    assert stored is not None
+    key = np.frombuffer(bytes(stored), dtype="<f4")
     assert np.isfinite(key).all()
     assert abs(float(np.linalg.norm(key)) - 1.0) < 1e-5
     assert key[0] > 0.7 and key[1] < -0.7
@@ -103,7 +105,7 @@ def test_external_features_that_cannot_be_stored_or_tested_are_refused(
 def test_a_feature_value_far_outside_float32_or_the_training_range_is_a_400(
     operator_client: APIClient, deployment: Deployment, value: float
 ) -> None:
-    rows = [{"id": f"r{i}", "features": f} for i, f in enumerate(make_rows(3))]
+    rows: list[dict[str, Any]] = [{"id": f"r{i}", "features": f} for i, f in enumerate(make_rows(3))]
     rows[2]["features"]["distance"] = value
     r = operator_client.post(_url(deployment, "predict"), {"rows": rows}, format="json")
 
@@ -128,7 +130,7 @@ def test_a_model_that_cannot_score_a_row_finitely_answers_400_and_warms_without_
 ) -> None:
     """Weights that overflow float32 on every row: predict names the row instead of storing NaN, and
     a warm-up of that version skips the rows instead of failing."""
-    rows = [{"id": f"r{i}", "features": f} for i, f in enumerate(make_rows(20))]
+    rows: list[dict[str, Any]] = [{"id": f"r{i}", "features": f} for i, f in enumerate(make_rows(20))]
     assert operator_client.post(_url(deployment, "predict"), {"rows": rows}, format="json").status_code == 200
     _label_and_apply(operator_client, deployment, [r["id"] for r in rows])
 
@@ -163,7 +165,7 @@ def _overflowing_model() -> tuple[bytes, dict[str, Any]]:
 def test_a_non_finite_sample_in_the_database_is_skipped_not_a_500(
     operator_client: APIClient, deployment: Deployment, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rows = [{"id": f"r{i}", "features": f} for i, f in enumerate(make_rows(10))]
+    rows: list[dict[str, Any]] = [{"id": f"r{i}", "features": f} for i, f in enumerate(make_rows(10))]
     assert operator_client.post(_url(deployment, "predict"), {"rows": rows}, format="json").status_code == 200
     _label_and_apply(operator_client, deployment, [r["id"] for r in rows])
     # An older release stored one key as NaN (what a float64-checked 1e308 became).

@@ -66,7 +66,7 @@ def test_admin_creates_a_deployment(admin_client: APIClient) -> None:
     assert body["live_version"] is None
     dep = Deployment.objects.get(slug="flights")
     assert dep.feature_schema == SCHEMA
-    assert dep.created_by == admin_client.user  # type: ignore[attr-defined]
+    assert dep.created_by == admin_client.user
     assert AuditEntry.objects.filter(deployment=dep, action=AuditEntry.Action.CREATE_DEPLOYMENT).count() == 1
 
 
@@ -151,8 +151,8 @@ def test_multiclass_deployment_is_created_with_its_classes(admin_client: APIClie
 
 
 def test_list_shows_deployments_with_their_live_version(viewer_client: APIClient, deployment: Deployment) -> None:
-    DeploymentFactory(slug="zz-archived", status=Deployment.Status.ARCHIVED)
-    empty = DeploymentFactory(slug="aa-empty")
+    DeploymentFactory.create(slug="zz-archived", status=Deployment.Status.ARCHIVED)
+    empty = DeploymentFactory.create(slug="aa-empty")
 
     r = viewer_client.get(DEPLOYMENTS)
 
@@ -199,7 +199,7 @@ def test_first_upload_goes_live_with_an_initial_release_and_audit(
     assert empty_deployment.live_version == version
     release = Release.objects.get(deployment=empty_deployment)
     assert (release.version, release.kind, release.ended_at) == (version, Release.Kind.INITIAL, None)
-    assert release.actor == operator_client.user  # type: ignore[attr-defined]
+    assert release.actor == operator_client.user
     actions = set(AuditEntry.objects.filter(deployment=empty_deployment).values_list("action", flat=True))
     assert {AuditEntry.Action.UPLOAD_VERSION, AuditEntry.Action.PROMOTE} <= actions
     # The stored file is the uploaded bytes, addressed by their hash.

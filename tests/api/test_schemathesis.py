@@ -77,10 +77,10 @@ def test_every_operation_conforms_to_the_schema(
     # failed authentications (tested in its own file) would block the run's next requests.
     settings.AUTH_FAILURES_PER_IP = ""
     # The admin's "Token <key>" header, as the shared fixture's client sends it.
-    authorization = admin_client._credentials["HTTP_AUTHORIZATION"]  # type: ignore[attr-defined]
+    authorization = admin_client._credentials["HTTP_AUTHORIZATION"]
     config = tmp_path / "schemathesis.toml"
-    spare, _ = create_token(user=admin_client.user, name="spare", actor=None)  # type: ignore[attr-defined]
-    window = DriftMetricFactory(window=WindowFactory(deployment=committed_deployment.deployment)).window
+    spare, _ = create_token(user=admin_client.user, name="spare", actor=None)
+    window = DriftMetricFactory.create(window=WindowFactory.create(deployment=committed_deployment.deployment)).window
     config.write_text(_config(committed_deployment.deployment.slug, spare.pk, window.pk))
     command = [
         str(Path(sys.executable).with_name("schemathesis")),

@@ -245,4 +245,7 @@ def test_compensate_is_idempotent_by_id(operator_client: APIClient, external: De
 
     assert first == second
     assert Event.objects.filter(deployment=external).count() == 5
-    assert all(e.version_id is None and len(bytes(e.key)) == 12 for e in Event.objects.filter(deployment=external))
+    assert all(
+        e.version_id is None and e.key is not None and len(bytes(e.key)) == 12
+        for e in Event.objects.filter(deployment=external)
+    )

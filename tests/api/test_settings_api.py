@@ -27,7 +27,7 @@ def test_an_operator_switches_compensation_off_with_a_reason_and_it_is_audited(
 
     assert code == 200 and body["compensation_enabled"] is False
     entry = AuditEntry.objects.get(action=AuditEntry.Action.UPDATE_SETTINGS)
-    assert entry.reason == "A/B test" and entry.actor == operator_client.user  # type: ignore[attr-defined]
+    assert entry.reason == "A/B test" and entry.actor == operator_client.user
     assert entry.details == {"changes": {"compensation_enabled": {"from": True, "to": False}}}
 
 
@@ -83,6 +83,7 @@ def test_switching_the_memory_kind_keeps_serving(operator_client: APIClient, dep
 def test_the_api_the_dashboard_form_and_the_admin_offer_the_same_settings() -> None:
     # The editable settings are defined once, in the domain; every entry point derives its list.
     fieldsets = admin.site._registry[Deployment].fieldsets
+    assert fieldsets is not None
     in_admin = [name for _, options in fieldsets for name in options["fields"] if name in SETTINGS]
 
     assert set(DeploymentSettingsSerializer().fields) - {"reason"} == set(SETTINGS)

@@ -42,6 +42,7 @@ def test_a_created_token_is_shown_once_stored_hashed_and_works(operator_client: 
     token = ApiToken.objects.get(pk=body["id"])
     assert token.key_hash == hashlib.sha256(raw.encode()).hexdigest()
     assert not any(raw in column for column in _stored_columns(token))
+    assert token.expires_at is not None
     assert timedelta(days=29) < token.expires_at - timezone.now() <= timedelta(days=30)
     entry = AuditEntry.objects.get(action=AuditEntry.Action.CREATE_TOKEN, details__token_id=token.pk)
     assert entry.actor == operator_client.user and raw not in str(entry.details)
@@ -72,7 +73,7 @@ def test_a_revoked_token_is_refused_at_once_and_revoking_again_changes_nothing(o
 
 
 def test_an_expired_token_is_refused_saying_when_it_expired(viewer_client: APIClient) -> None:
-    user = viewer_client.user  # type: ignore[attr-defined]
+    user = viewer_client.user
     token, raw = tokens.create_token(user=user, name="short", actor=user, expires_at=timezone.now() + timedelta(days=1))
     assert _bearer(raw).get("/api/v1/deployments").status_code == 200
     past = timezone.now() - timedelta(seconds=1)
@@ -104,7 +105,7 @@ def test_malformed_or_unknown_tokens_are_401(db: None, header: str, detail: str)
 
 
 def test_a_token_of_an_inactive_user_is_refused(viewer_client: APIClient) -> None:
-    user = viewer_client.user  # type: ignore[attr-defined]
+    user = viewer_client.user
     user.is_active = False
     user.save(update_fields=["is_active"])
     assert viewer_client.get("/api/v1/deployments").status_code == 401
@@ -153,7 +154,7 @@ def test_a_user_holds_a_bounded_number_of_active_tokens(operator_client: APIClie
 def test_users_revoke_only_their_own_tokens_and_admins_anyones(
     viewer_client: APIClient, operator_client: APIClient, admin_client: APIClient
 ) -> None:
-    viewer = viewer_client.user  # type: ignore[attr-defined]
+    viewer = viewer_client.user
     token, raw = tokens.create_token(user=viewer, name="victim", actor=viewer)
 
     stranger = operator_client.post(f"{TOKENS}/{token.pk}/revoke", {"reason": "mine now"}, format="json")
@@ -164,18 +165,18 @@ def test_users_revoke_only_their_own_tokens_and_admins_anyones(
     assert admin_client.post(f"{TOKENS}/{token.pk}/revoke", {"reason": "offboarding"}, format="json").status_code == 200
     assert _bearer(raw).get("/api/v1/deployments").status_code == 401
     entry = AuditEntry.objects.get(action=AuditEntry.Action.REVOKE_TOKEN)
-    assert (entry.actor, entry.details["user"]) == (admin_client.user, viewer.username)  # type: ignore[attr-defined]
+    assert (entry.actor, entry.details["user"]) == (admin_client.user, viewer.username)
 
 
 def test_lists_show_own_tokens_and_admins_may_ask_for_a_user(viewer_client: APIClient, admin_client: APIClient) -> None:
-    viewer = viewer_client.user  # type: ignore[attr-defined]
+    viewer = viewer_client.user
     tokens.create_token(user=viewer, name="second", actor=viewer)
 
     own = viewer_client.get(TOKENS).json()
     assert own["count"] == 2 and {row["user"] for row in own["results"]} == {viewer.username}
     page = viewer_client.get(f"{TOKENS}?limit=1&offset=1").json()
     assert page["count"] == 2 and [row["name"] for row in page["results"]] == ["tests"]
-    assert viewer_client.get(f"{TOKENS}?user={admin_client.user.username}").status_code == 403  # type: ignore[attr-defined]
+    assert viewer_client.get(f"{TOKENS}?user={admin_client.user.username}").status_code == 403
     as_admin = admin_client.get(f"{TOKENS}?user={viewer.username}").json()
     assert [row["name"] for row in as_admin["results"]] == ["second", "tests"]
     unknown = admin_client.get(f"{TOKENS}?user=nobody")
@@ -200,7 +201,7 @@ def test_ingestion_keys_and_anonymous_clients_have_no_tokens(ingest_client: APIC
 def test_authentication_reads_one_indexed_row_and_writes_last_used_at_at_most_once_a_minute(
     viewer_client: APIClient,
 ) -> None:
-    token = ApiToken.objects.get(user=viewer_client.user)  # type: ignore[attr-defined]
+    token = ApiToken.objects.get(user=viewer_client.user)
     assert token.last_used_at is None
 
     with CaptureQueriesContext(connection) as first:
@@ -218,7 +219,8 @@ def test_authentication_reads_one_indexed_row_and_writes_last_used_at_at_most_on
 
     ApiToken.objects.filter(pk=token.pk).update(last_used_at=used - timedelta(minutes=2))
     assert viewer_client.get(TOKENS).status_code == 200
-    assert ApiToken.objects.get(pk=token.pk).last_used_at > used
+    last_used_at = ApiToken.objects.get(pk=token.pk).last_used_at
+    assert last_used_at is not None and last_used_at > used
 
 
 def test_the_schema_documents_the_token_endpoints_and_scheme(admin_client: APIClient) -> None:
@@ -233,7 +235,7 @@ def test_the_schema_documents_the_token_endpoints_and_scheme(admin_client: APICl
 
 
 def test_create_token_prints_a_working_token_once(db: None) -> None:
-    user = UserFactory(username="olga", role="operator")
+    user = UserFactory.create(username="olga", role="operator")
     out, err = io.StringIO(), io.StringIO()
 
     call_command("create_token", "olga", "--name", "deploy bot", "--expires-in-days", "7", stdout=out, stderr=err)
@@ -271,7 +273,7 @@ def test_ensure_admin_shows_the_same_token_until_it_is_revoked(db: None, setting
 
 @pytest.mark.django_db(transaction=True)
 def test_plain_text_drf_tokens_become_hashed_and_keep_working() -> None:
-    user = UserFactory(username="legacy", role="operator")
+    user = UserFactory.create(username="legacy", role="operator")
     raw = "0123456789abcdef0123456789abcdef01234567"  # the shape of rest_framework.authtoken's keys
     created = timezone.now().replace(microsecond=0) - timedelta(days=100)
     executor = MigrationExecutor(connection)

@@ -95,9 +95,9 @@ class Users:
 @pytest.fixture
 def users(roles: None) -> Users:
     return Users(
-        admin=UserFactory(username="ada", role="admin"),
-        operator=UserFactory(username="olivia", role="operator"),
-        viewer=UserFactory(username="victor", role="viewer"),
+        admin=UserFactory.create(username="ada", role="admin"),
+        operator=UserFactory.create(username="olivia", role="operator"),
+        viewer=UserFactory.create(username="victor", role="viewer"),
     )
 
 

@@ -90,7 +90,7 @@ def add_windows(deployment: Deployment, version: ModelVersion, hours: range, n: 
     first = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=n)
     for i in hours:
         latest = i == n - 1
-        window = WindowFactory(
+        window = WindowFactory.create(
             deployment=deployment,
             version=version,
             start=first + timedelta(hours=i),
@@ -111,8 +111,8 @@ def add_windows(deployment: Deployment, version: ModelVersion, hours: range, n: 
         for column, level in levels.items():
             method = "chi2" if column == "carrier" else "ks"
             statistic = {"ok": 0.05, "warn": 0.15, "drift": 0.4}[level]
-            DriftMetricFactory(window=window, column=column, method=method, statistic=statistic, level=level)
-        DriftMetricFactory(
+            DriftMetricFactory.create(window=window, column=column, method=method, statistic=statistic, level=level)
+        DriftMetricFactory.create(
             window=window, column="prediction", column_kind=DriftMetric.ColumnKind.PREDICTION, statistic=0.04
         )
 
@@ -131,7 +131,7 @@ def seed(*, admin: Any, operator: Any, slug: str = "flights") -> Seeded:
     add_windows(deployment, v2, range(N_WINDOWS // 2, N_WINDOWS))
     now = timezone.now()
     for i in range(N_SAMPLES):
-        ErrorSampleFactory(
+        ErrorSampleFactory.create(
             deployment=deployment,
             version=v2,
             label=i % 2,
@@ -141,9 +141,9 @@ def seed(*, admin: Any, operator: Any, slug: str = "flights") -> Seeded:
         )
     for i in range(N_RECENT_EVENTS):
         received = now - timedelta(seconds=5 * i + 1)
-        EventFactory(deployment=deployment, version=v2, event_time=received, received_at=received)
+        EventFactory.create(deployment=deployment, version=v2, event_time=received, received_at=received)
     errors = [0.1, 0.2, 0.7, 0.3, 0.9] * 20
-    MonitorStateFactory(
+    MonitorStateFactory.create(
         deployment=deployment,
         version=v2,
         detectors={"raw": error_stream_state(errors), "compensated": error_stream_state([e / 2 for e in errors])},

@@ -116,7 +116,7 @@ def test_one_input_at_a_time_behaves_as_rivers_update() -> None:
 
 def test_a_window_handed_over_at_construction_is_tested_like_rivers() -> None:
     stream = drifting(9)
-    river = river_alarms(stream[100:], seed=2, window=stream[:100])  # type: ignore[arg-type]
+    river = river_alarms(stream[100:], seed=2, window=stream[:100])
     assert KSWIN(seed=2, window=stream[:100]).update_many(stream[100:]) == river
 
 

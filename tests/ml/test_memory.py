@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 import torch
 import torch.nn.functional as F
@@ -609,9 +611,11 @@ def test_block_top_k_returns_the_k_largest_values_and_their_columns(
     # Small blocks take the two-level path too (all but the first two widths, see _block_top_k).
     monkeypatch.setattr(exact_module, "EXACT_MIN_GROUPED_ELEMENTS", 0)
     generator = torch.Generator().manual_seed(width)
-    block = torch.randn(6, width, generator=generator).numpy()
-    # Ties too: a coarse copy has many equal values, and any of a tie may be picked.
-    for values in (block, (block * 4).round() / 4):
+    block: npt.NDArray[np.float32] = torch.randn(6, width, generator=generator).numpy()
+    # Ties too: a coarse copy has many equal values, and any of a tie may be picked. It stays float32
+    # (numpy keeps an array's dtype against a Python scalar), which numpy's stubs cannot tell.
+    coarse = cast("npt.NDArray[np.float32]", (block * 4).round() / 4)
+    for values in (block, coarse):
         top, columns = exact_module._block_top_k(values, k)
 
         expected = torch.from_numpy(values).topk(min(k, width), dim=1).values
