@@ -59,6 +59,12 @@ PG_ADMIN_URL = "postgresql://root@127.0.0.1:5432/postgres"
 RETRAIN_WAIT_MAX = 10.0
 
 
+# Runs argv[1:] with SIGINT at its default action (tests/test_demo.py starts bin/up the same way).
+_SIGINT_RESTORED = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 @dataclass
 class Run:
     """One bin/up in a session of its own, its output collected line by line."""
@@ -73,8 +79,11 @@ class Run:
     actions: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> None:
+        # Through a one-line exec that puts SIGINT back to its default action: a process started
+        # from a script's background job inherits SIGINT ignored, and then the Ctrl-C that ends the
+        # run (os.killpg(..., SIGINT) below) would not reach bin/up.
         self.proc = subprocess.Popen(
-            [str(ROOT / "bin" / "up"), *self.args],
+            [sys.executable, "-c", _SIGINT_RESTORED, str(ROOT / "bin" / "up"), *self.args],
             cwd=ROOT,
             env=self.env,
             stdin=subprocess.DEVNULL,
