@@ -118,6 +118,17 @@ def _cheap_start_ups() -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def cpu_and_fresh_runtime(settings: Any) -> Iterator[None]:
+    """Training on the CPU, and no model or memory cached by an earlier test (adaptive.runtime)."""
+    from adaptive import runtime
+
+    settings.ADAPTIVE_DEVICE = "cpu"
+    runtime.clear_cache()
+    yield
+    runtime.clear_cache()
+
+
 @pytest.fixture(autouse=True)
 def _artifacts_in_tmp(settings: Any, tmp_path: Any) -> None:
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"

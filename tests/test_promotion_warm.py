@@ -30,16 +30,10 @@ from tasks import training
 from tests.factories import deployment_with_live_version, make_rows, model_artifacts
 from tests.test_retraining import add_labeled_events, start_retrain
 
+pytestmark = pytest.mark.usefixtures("cpu_and_fresh_runtime")
+
 # A blocked insert waits for the lock's holder; an unblocked one takes milliseconds.
 INSERT_DEADLINE_S = 1.0
-
-
-@pytest.fixture(autouse=True)
-def _cpu_and_fresh_cache(settings: Any) -> Iterator[None]:
-    settings.ADAPTIVE_DEVICE = "cpu"
-    runtime.clear_cache()
-    yield
-    runtime.clear_cache()
 
 
 def _serve_and_label(deployment: Deployment, n: int, *, prefix: str, seed: int, apply: bool = True) -> None:

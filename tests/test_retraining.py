@@ -7,7 +7,7 @@ simple rule (a delayed departure), so that a few epochs teach the candidate some
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +25,7 @@ from adaptive.services import evaluation, ingest, jobs, memory, retraining
 from adaptive.services.registry import upload_version
 from tests.factories import DeploymentFactory, UserFactory, deployment_with_live_version, make_rows, model_artifacts
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("cpu_and_fresh_runtime")]
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
 # Small and fast: a few epochs over ~500 rows take well under a second on one CPU core.
@@ -76,14 +76,6 @@ def start_evaluation(job: Job) -> Job:
     claimed = jobs.claim(job.pk, Job.Kind.EVALUATION, device="cpu")
     assert claimed is not None
     return claimed
-
-
-@pytest.fixture(autouse=True)
-def _cpu_and_fresh_cache(settings: Any) -> Iterator[None]:
-    settings.ADAPTIVE_DEVICE = "cpu"
-    runtime.clear_cache()
-    yield
-    runtime.clear_cache()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ version's samples, they would be the top neighbours of every probe and move its 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,18 +22,10 @@ from adaptive.services import ingest, jobs, releases, retraining
 from tests.factories import ErrorSampleFactory, deployment_with_live_version, make_rows
 from tests.test_retraining import add_labeled_events
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("cpu_and_fresh_runtime")]
 
 # One epoch at a tiny learning rate, no distillation: the child's weights move, but only a little.
 NUDGE = {"epochs": 1, "lr": 1e-4, "batch_size": 64, "patience": None, "distill": False}
-
-
-@pytest.fixture(autouse=True)
-def _cpu_and_fresh_cache(settings: Any) -> Iterator[None]:
-    settings.ADAPTIVE_DEVICE = "cpu"
-    runtime.clear_cache()
-    yield
-    runtime.clear_cache()
 
 
 @pytest.fixture
