@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from adaptive.ml.compensation import DEFAULT_GAMMA, DEFAULT_LAMBDA
-from adaptive.ml.drift import DEFAULT_DISTANCE_THRESHOLD, DEFAULT_P_THRESHOLD
+from adaptive.ml.drift.calibration import DEFAULT_COLUMN_ALPHA, DEFAULT_MIN_EFFECT
 from adaptive.ml.memory import DEFAULT_EXACT_CAPACITY, DEFAULT_EXACT_K, DEFAULT_TAU
 from config.rates import MAX_RATE_LENGTH, validate_rate
 
@@ -86,8 +86,14 @@ class Deployment(models.Model):
     # Monitoring (docs/design.md, "Monitoring")
     window_events = models.PositiveIntegerField(default=1000, help_text="Close a window every N labels.")
     window_minutes = models.PositiveIntegerField(default=60, help_text="Close a window every T minutes.")
-    drift_p_value = models.FloatField(default=DEFAULT_P_THRESHOLD)
-    drift_distance = models.FloatField(default=DEFAULT_DISTANCE_THRESHOLD)
+    # Calibrated drift (adaptive.ml.drift.calibration): a column's false-alarm rate per window, and
+    # the smallest effect (normalised Wasserstein, Jensen-Shannon) that counts as drift.
+    drift_p_value = models.FloatField(
+        default=DEFAULT_COLUMN_ALPHA, help_text="A column's false-alarm rate per window (calibrated)."
+    )
+    drift_distance = models.FloatField(
+        default=DEFAULT_MIN_EFFECT, help_text="Smallest effect size that counts as drift."
+    )
 
     # Retraining and gates (docs/design.md, "The slow loop")
     retrain_policy = models.CharField(max_length=16, choices=RetrainPolicy.choices, default=RetrainPolicy.MANUAL)
@@ -167,6 +173,11 @@ class ModelVersion(models.Model):
     data_start = models.DateTimeField(null=True, blank=True)
     data_end = models.DateTimeField(null=True, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    # What monitoring needs from the version, computed from its profile when it is registered
+    # (adaptive.services.profiling): each feature's permutation importance, and the isotonic map
+    # from its scores to calibrated probabilities for label-free performance estimates.
+    importance = models.JSONField(default=dict, blank=True)
+    calibration = models.JSONField(default=dict, blank=True)
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
@@ -352,6 +363,16 @@ class Window(models.Model):
     labeled_from = models.DateTimeField(null=True, blank=True)
     labeled_to = models.DateTimeField(null=True, blank=True)
     detector_signals = models.JSONField(default=dict, blank=True)
+    # Calibrated alarms (docs/adaptation.md): the deployment-level drift status of the window, the
+    # retrain trigger's CUSUM statistic on the compensated loss, and every alarm with its reason.
+    drift_status = models.CharField(max_length=8, default="ok", blank=True)
+    loss_cusum = models.FloatField(null=True, blank=True)
+    alarms = models.JSONField(default=list, blank=True)
+    # Label-free estimates from the scores alone (confidence-based performance estimation).
+    estimated_base_auc = models.FloatField(null=True, blank=True)
+    estimated_compensated_auc = models.FloatField(null=True, blank=True)
+    estimated_base_accuracy = models.FloatField(null=True, blank=True)
+    estimated_compensated_accuracy = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -390,6 +411,13 @@ class DriftMetric(models.Model):
     p_value = models.FloatField(null=True, blank=True)
     threshold = models.FloatField()
     level = models.CharField(max_length=8, choices=Level.choices)
+    # Severity is statistic / threshold (1 is the drift boundary); importance is the column's share
+    # of the model's permutation importance (None where unknown); psi is the population stability
+    # index beside the main distance; histogram holds the reference and current distributions.
+    severity = models.FloatField(null=True, blank=True)
+    importance = models.FloatField(null=True, blank=True)
+    psi = models.FloatField(null=True, blank=True)
+    histogram = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["window", "column"]
@@ -415,6 +443,8 @@ class MonitorState(models.Model):
     version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     detectors = models.JSONField(default=dict, blank=True)
     reference = models.JSONField(default=dict, blank=True)
+    # The retrain trigger's CUSUM on the compensated loss (adaptive.ml.cusum.LossCusum.state_dict).
+    cusum = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -186,10 +186,16 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "data_start",
             "data_end",
             "metrics",
+            "importance",
+            "calibration",
             "notes",
             "created_at",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "importance": {"help_text": "Each feature's share of the permutation importance on the profile."},
+            "calibration": {"help_text": 'The isotonic map {"x": scores, "y": probabilities} for estimates.'},
+        }
 
 
 class VersionUploadSerializer(serializers.Serializer):

@@ -362,14 +362,21 @@ def test_the_first_window_is_the_reference_of_a_version_without_a_profile(dep: D
     reference = MonitorState.objects.get(version=dep.live_version).reference
     assert len(reference["label"]) == 100 and set(reference["features"]) == {"dep_delay", "distance", "carrier"}
     levels = _levels(second)
-    assert levels["dep_delay"] == ("feature", "ks", "drift")
-    assert levels["distance"] == ("feature", "ks", "ok")
-    assert levels["carrier"] == ("feature", "chisquare", "ok")
-    assert levels["prediction"][:2] == ("prediction", "ks")
-    assert levels["label"][:2] == ("label", "chisquare")
-    assert levels["error"][:2] == ("error", "ks")
+    # Every column is judged by its calibrated effect size: shift in reference standard deviations
+    # for numbers, Jensen-Shannon distance for categories (adaptive.ml.drift.calibration).
+    assert levels["dep_delay"] == ("feature", "wasserstein", "drift")
+    assert levels["distance"][:2] == ("feature", "wasserstein") and levels["distance"][2] != "drift"
+    assert levels["carrier"][:2] == ("feature", "jensenshannon") and levels["carrier"][2] != "drift"
+    assert levels["prediction"][:2] == ("prediction", "wasserstein")
+    assert levels["label"][:2] == ("label", "jensenshannon")
+    assert levels["error"][:2] == ("error", "wasserstein")
     metric = second.drift_metrics.get(column="dep_delay")
-    assert metric.p_value is not None and metric.p_value < dep.drift_p_value and metric.threshold == dep.drift_p_value
+    assert metric.p_value is not None and metric.p_value < dep.drift_p_value
+    assert metric.threshold >= dep.drift_distance and metric.statistic > 1.5  # moved by 2 sd
+    assert metric.severity == pytest.approx(metric.statistic / metric.threshold)
+    assert second.drift_status == "drift"
+    (alarm,) = [a for a in second.alarms if a["kind"] == "drift_status"]
+    assert alarm["calibrated"] and alarm["columns"][0] == "dep_delay" and "dep_delay" in alarm["reason"]
 
 
 def test_a_training_profile_is_the_reference_from_the_first_window(dep: Deployment) -> None:
@@ -379,8 +386,6 @@ def test_a_training_profile_is_the_reference_from_the_first_window(dep: Deployme
     assert dep.live_version is not None and dep.live_version_id is not None
     ModelVersion = type(dep.live_version)
     ModelVersion.objects.filter(pk=dep.live_version_id).update(profile=profile)
-    # Distances on a window of 100 rows are noisy (an unshifted column reaches 0.19 against 0.1);
-    # the default window of 1000 keeps them under 0.07.
     Deployment.objects.filter(pk=dep.pk).update(window_events=1000)
     add_events(dep, ago(5), n=1000, shift=1)
 
@@ -388,7 +393,6 @@ def test_a_training_profile_is_the_reference_from_the_first_window(dep: Deployme
 
     assert window is not None
     levels = _levels(window)
-    # 1500 reference rows, above the 1000 where distances replace tests (adaptive.ml.drift.columns).
     assert levels["dep_delay"] == ("feature", "wasserstein", "drift")
     assert levels["distance"][:2] == ("feature", "wasserstein") and levels["distance"][2] != "drift"
     assert levels["carrier"][:2] == ("feature", "jensenshannon") and levels["carrier"][2] != "drift"

@@ -12,11 +12,20 @@ label not yet in a window is ``window_minutes`` old (see :func:`window_due`). Fo
   in [0, 2]). Multiclass AUC is the macro one-vs-rest mean over the classes present in the window
   (adaptive.ml.flips.roc_auc); AUC is None when the window holds a single class;
 * **drift** of every feature, of the prediction (the base score), of the label and of the raw error
-  ``|y - p_base|`` against a reference (adaptive.ml.drift: KS / chi-square up to 1000 reference rows,
-  Wasserstein / Jensen-Shannon above, with ok / warn / drift bands). The reference is the live
-  version's training profile (``ModelVersion.profile``, see :func:`training_profile`) or, for a
-  version without one, the first window it served, kept in ``MonitorState.reference`` (that first
-  window has no drift rows: it is the reference);
+  ``|y - p_base|`` against a reference, each column judged against its own null distribution at
+  the window's size (adaptive.ml.drift.calibration: an effect size, a calibrated p-value and
+  threshold, a severity, the reference and current histograms), and the window's **drift status**
+  over all columns with a family-wise false-alarm rate. The reference is the live version's
+  training profile (``ModelVersion.profile``, see :func:`training_profile`) or, for a version
+  without one, the first window it served, kept in ``MonitorState.reference`` (that first window
+  has no drift rows: it is the reference). Each row carries the column's importance to the model
+  (``ModelVersion.importance``);
+* the **retrain trigger**: a CUSUM on the window's mean compensated log loss against the version's
+  first windows (adaptive.ml.cusum), its state in ``MonitorState.cusum``;
+* **label-free estimates** of the window's base and compensated AUC and accuracy from the scores
+  and the version's calibration (adaptive.ml.cbpe), beside the realised values;
+* **alarms**: the window's timeline entries (``Window.alarms``): the drift status and the retrain
+  trigger, which are calibrated, and what the streaming detectors said, which is context;
 * **streaming detectors** (River's ADWIN, Page-Hinkley, KSWIN and DDM) on two per-event error
   streams in label order: ``raw`` (the base score's error) and ``compensated`` (the served score's).
   Their state lives in ``MonitorState.detectors`` per version, so it survives worker restarts and
@@ -58,8 +67,11 @@ from django.db.models import JSONField, Max, Min, QuerySet, TextField, Value
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from adaptive.ml import drift
-from adaptive.ml.flips import log_loss, roc_auc
+from adaptive.ml import cbpe, drift
+from adaptive.ml.cusum import CusumStep, LossCusum
+from adaptive.ml.drift.calibration import DEFAULT_STATUS_ALPHA, CalibratedResult
+from adaptive.ml.drift.reference import Assessment, DriftReference, WindowColumn, assess_window
+from adaptive.ml.flips import LOG_LOSS_EPS, log_loss, roc_auc
 from adaptive.ml.jsonsafe import jsonable
 from adaptive.ml.limits import MAX_NAME_LENGTH
 from adaptive.models import (
@@ -216,9 +228,10 @@ class WindowPlan:
     window: dict[str, Any]  # Window fields, less the memory fields read at commit
     drift_rows: list[dict[str, Any]]  # DriftMetric fields, less the window
     detectors: dict[str, Any]  # the new MonitorState.detectors
+    cusum: dict[str, Any]  # the new MonitorState.cusum
     new_reference: dict[str, Any] | None  # set when this window becomes the version's reference
     # The detectors themselves, kept by the process once the window is committed.
-    stepped: dict[str, ErrorStreamDetectors] = field(default_factory=dict, repr=False, compare=False)
+    stepped: Stepped | None = field(default=None, repr=False, compare=False)
     state_key: StateKey | None = field(default=None, repr=False, compare=False)
 
 
@@ -285,21 +298,25 @@ def plan_window(deployment: Deployment, now: datetime | None = None) -> WindowPl
     raw_errors, raw_misses = _errors(base, labels, threshold)
     served_errors, served_misses = _errors(served, labels, threshold)
 
-    detectors = _saved_detectors(key, state)
+    stepped = _saved_detectors(key, state)
+    detectors = stepped.detectors
     signals = {
         "raw": detectors["raw"].update(raw_errors, raw_misses),
         "compensated": detectors["compensated"].update(served_errors, served_misses),
     }
+    step = stepped.cusum.update(_losses(served, labels))
 
     feature_rows = _parse_json(list(rows["features_json"]))
     reference = _reference(key, version, state)
     new_reference = None
+    assessment = None
     if reference is None:
         new_reference = training_profile(feature_rows, base, labels)
-        drift_rows = []
+        drift_rows: list[dict[str, Any]] = []
     else:
         current = _window_columns(feature_rows, base, labels, raw_errors)
-        drift_rows = _drift_rows(deployment, reference, current)
+        drift_rows, assessment = _drift_rows(deployment, version, reference, current)
+    estimates = _estimates(version, base, served, threshold)
 
     start, end = times["start"], times["end"]
     window = {
@@ -312,8 +329,12 @@ def plan_window(deployment: Deployment, now: datetime | None = None) -> WindowPl
         "labeled_from": cursor,
         "labeled_to": times["labeled_to"],
         "detector_signals": signals,
+        "drift_status": assessment.status if assessment is not None else "ok",
+        "loss_cusum": step.statistic if step.z is not None else None,
+        "alarms": _alarms(assessment, step, stepped.cusum.limit, signals, version),
         **{f"base_{name}": value for name, value in base_metrics.items()},
         **{f"compensated_{name}": value for name, value in served_metrics.items()},
+        **estimates,
     }
     return WindowPlan(
         deployment_id=deployment.pk,
@@ -323,8 +344,9 @@ def plan_window(deployment: Deployment, now: datetime | None = None) -> WindowPl
         window=window,
         drift_rows=drift_rows,
         detectors={stream: bank.state_dict() for stream, bank in detectors.items()},
+        cusum=stepped.cusum.state_dict(),
         new_reference=new_reference,
-        stepped=detectors,
+        stepped=stepped,
         state_key=key,
     )
 
@@ -403,17 +425,22 @@ def commit_window(plan: WindowPlan) -> Window | None:
                 deployment=deployment,
                 version_id=version,
                 detectors=plan.detectors,
+                cusum=plan.cusum,
                 reference=plan.new_reference or {},
             )
         else:
             # The state as JSON text from orjson (100-200 kB: Django's json.dumps took 3-6 ms of
             # the lock's time); updated_at by hand, as save() would stamp it.
-            changes: dict[str, Any] = {"detectors": _json_text(plan.detectors), "updated_at": timezone.now()}
+            changes: dict[str, Any] = {
+                "detectors": _json_text(plan.detectors),
+                "cusum": _json_text(plan.cusum),
+                "updated_at": timezone.now(),
+            }
             if plan.new_reference is not None:
                 changes["reference"] = _json_text(plan.new_reference)
             MonitorState.objects.filter(pk=state.pk).update(**changes)
             state.updated_at = changes["updated_at"]
-    if plan.stepped and plan.state_key is not None:
+    if plan.stepped is not None and plan.state_key is not None:
         # What the row now holds, in memory: this process's next window starts from here.
         _remember(_committed_detectors, plan.state_key, ((state.pk, state.updated_at), plan.stepped))
     return window
@@ -442,12 +469,19 @@ def _memory_size(deployment: Deployment, version_id: int | None) -> int:
 # database) cannot pick up another row's cache entry.
 StateKey = tuple[int, datetime, int | None, datetime | None]
 
+
+@dataclass
+class Stepped:
+    """A version's streaming detectors (per error stream) and its retrain trigger's CUSUM."""
+
+    detectors: dict[str, ErrorStreamDetectors]
+    cusum: LossCusum
+
+
 # The detectors this process committed last per key, with the MonitorState (pk, updated_at) it wrote.
-_committed_detectors: OrderedDict[StateKey, tuple[tuple[int, datetime], dict[str, ErrorStreamDetectors]]] = (
-    OrderedDict()
-)
+_committed_detectors: OrderedDict[StateKey, tuple[tuple[int, datetime], Stepped]] = OrderedDict()
 # Each key's drift reference (see _reference), with the MonitorState pk it was read with.
-_references: OrderedDict[tuple[StateKey, int | None], _Reference] = OrderedDict()
+_references: OrderedDict[tuple[StateKey, int | None], DriftReference] = OrderedDict()
 
 
 def forget_cached_detectors() -> None:
@@ -470,18 +504,23 @@ def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
         cache.popitem(last=False)
 
 
-def _saved_detectors(key: StateKey, state: MonitorState | None) -> dict[str, ErrorStreamDetectors]:
-    """The detectors as ``state`` saved them: this process's own when it wrote that state last
-    (taken out of the cache: a plan that is not committed must not leave its steps behind), else
-    rebuilt from the row."""
+def _saved_detectors(key: StateKey, state: MonitorState | None) -> Stepped:
+    """The detectors and CUSUM as ``state`` saved them: this process's own when it wrote that state
+    last (taken out of the cache: a plan that is not committed must not leave its steps behind),
+    else rebuilt from the row."""
     cached = _committed_detectors.pop(key, None)
-    if state is None:
-        saved: Mapping[str, Any] = {}
-    elif cached is not None and cached[0] == (state.pk, state.updated_at):
-        return cached[1]
-    else:
-        saved = _json_field(MonitorState.objects.filter(pk=state.pk), "detectors") or {}
-    return {stream: ErrorStreamDetectors.from_state(saved.get(stream) or {}) for stream in STREAMS}
+    saved: Mapping[str, Any] = {}
+    cusum: Mapping[str, Any] = {}
+    if state is not None:
+        if cached is not None and cached[0] == (state.pk, state.updated_at):
+            return cached[1]
+        rows = MonitorState.objects.filter(pk=state.pk)
+        saved = _json_field(rows, "detectors") or {}
+        cusum = rows.values_list("cusum", flat=True).first() or {}
+    return Stepped(
+        {stream: ErrorStreamDetectors.from_state(saved.get(stream) or {}) for stream in STREAMS},
+        LossCusum.from_state(cusum),
+    )
 
 
 def _json_field(rows: QuerySet[Any], name: str) -> Any:
@@ -491,35 +530,7 @@ def _json_field(rows: QuerySet[Any], name: str) -> Any:
     return None if text is None else _parse_json([text])[0]
 
 
-class _Reference:
-    """A drift reference (a training profile's layout), each column cleaned for testing once."""
-
-    def __init__(self, source: Mapping[str, Any]) -> None:
-        self._source = source
-        self._samples: dict[tuple[str, str, str], drift.ColumnSample | ValueError] = {}
-
-    def values(self, path: tuple[str, str]) -> Any:
-        """The raw values at ``("features", name)`` or ``(special column, "")``; None if absent."""
-        group, name = path
-        if group == "features":
-            return (self._source.get("features") or {}).get(name)
-        return self._source.get(group)
-
-    def sample(self, path: tuple[str, str], *, kind: str, column: str) -> drift.ColumnSample:
-        """The column cleaned as ``kind``; raises the ``ValueError`` of a column that cannot be."""
-        key = (*path, kind)
-        if key not in self._samples:
-            try:
-                self._samples[key] = drift.column_sample(self.values(path), kind=kind, column=column)
-            except ValueError as exc:
-                self._samples[key] = exc
-        sample = self._samples[key]
-        if isinstance(sample, ValueError):
-            raise sample
-        return sample
-
-
-def _reference(key: StateKey, version: ModelVersion | None, state: MonitorState | None) -> _Reference | None:
+def _reference(key: StateKey, version: ModelVersion | None, state: MonitorState | None) -> DriftReference | None:
     """The drift reference: the version's training profile, else the version's first window
     (``MonitorState.reference``); None while there is neither.
 
@@ -537,7 +548,7 @@ def _reference(key: StateKey, version: ModelVersion | None, state: MonitorState 
         source = _json_field(MonitorState.objects.filter(pk=state.pk), "reference")
     if not source:
         return None
-    reference = _Reference(source)
+    reference = DriftReference(source)
     _remember(_references, cache_key, reference)
     return reference
 
@@ -590,11 +601,19 @@ def training_profile(
     }
 
 
-def _drift_rows(deployment: Deployment, reference: _Reference, current: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """DriftMetric fields for every column that has values in both the reference and the window."""
+def _drift_rows(
+    deployment: Deployment, version: ModelVersion | None, reference: DriftReference, current: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], Assessment]:
+    """DriftMetric fields for every column that has values in both the reference and the window,
+    each judged against its calibrated null (adaptive.ml.drift.calibration), and the window's
+    assessment (its dataset status and the columns that raise it)."""
     kinds = {entry["name"]: entry["type"] for entry in deployment.feature_schema}
-    columns: list[tuple[str, str, str, tuple[str, str], Any]] = [
-        (name, DriftMetric.ColumnKind.FEATURE, kind, ("features", name), current["features"].get(name))
+    columns: list[tuple[str, str, WindowColumn]] = [
+        (
+            name,
+            DriftMetric.ColumnKind.FEATURE,
+            WindowColumn(name, ("features", name), kind, current["features"].get(name) or []),
+        )
         for name, kind in kinds.items()
     ]
     names = _special_column_names(set(kinds))
@@ -603,43 +622,122 @@ def _drift_rows(deployment: Deployment, reference: _Reference, current: Mapping[
         (LABEL_COLUMN, DriftMetric.ColumnKind.LABEL, "categorical"),
         (ERROR_COLUMN, DriftMetric.ColumnKind.ERROR, "numeric"),
     ):
-        columns.append((names[key], special_kind, value_kind, (key, ""), current.get(key)))
-
-    rows = []
-    for column, column_kind, kind, path, cur_values in columns:
-        if not reference.values(path) or not cur_values:
-            continue  # a feature the profile lacks, or a profile written without an error column
+        columns.append(
+            (names[key], special_kind, WindowColumn(names[key], (key, ""), value_kind, current.get(key) or []))
+        )
+    tested = []
+    column_kinds = {}
+    for column, column_kind, entry in columns:
         if len(column) > MAX_NAME_LENGTH:
             # Only a deployment created before names were limited can have one: its other columns
             # are still tested (the row would not fit DriftMetric.column and fail the whole window).
             logger.warning("drift of %s: column %.40r... not tested, its name is too long", deployment.slug, column)
             continue
-        try:
-            result = drift.column_drift(
-                reference.sample(path, kind=kind, column=column),
-                cur_values,
-                kind=kind,
-                column=column,
-                p_threshold=deployment.drift_p_value,
-                distance_threshold=deployment.drift_distance,
-            )
-        except ValueError as exc:
-            # A column with nothing to test (all values missing in this window) or values of the
-            # wrong type (external clients send their own features): no row for it this time.
-            logger.warning("drift of %s.%s not tested: %s", deployment.slug, column, exc)
-            continue
-        rows.append(
+        tested.append(entry)
+        column_kinds[column] = column_kind
+    assessment = assess_window(
+        reference,
+        tested,
+        alpha=deployment.drift_p_value,
+        min_effect=deployment.drift_distance,
+        alpha_status=DEFAULT_STATUS_ALPHA,
+    )
+    for column, reason in assessment.skipped.items():
+        # A column with nothing to test (all values missing in this window, or a profile without
+        # it) or values of the wrong type (external clients send their own features).
+        logger.debug("drift of %s.%s not tested: %s", deployment.slug, column, reason)
+    importance = (version.importance if version is not None else None) or {}
+    rows = [
+        {
+            "column": result.column,
+            "column_kind": column_kinds[result.column],
+            "method": result.method,
+            "statistic": result.statistic,
+            "p_value": result.p_value,
+            "threshold": result.threshold,
+            "level": result.level,
+            "severity": result.severity,
+            "importance": importance.get(result.column),
+            "psi": result.psi,
+            "histogram": result.histogram,
+        }
+        for result in assessment.results
+    ]
+    return rows, assessment
+
+
+def _alarms(
+    assessment: Assessment | None,
+    step: CusumStep,
+    limit: float,
+    signals: Mapping[str, Mapping[str, Any]],
+    version: ModelVersion | None,
+) -> list[dict[str, Any]]:
+    """The window's alarm timeline entries, calibrated first: the drift status, the retrain trigger,
+    then what the streaming detectors said (uncalibrated signals, shown for context)."""
+    alarms: list[dict[str, Any]] = []
+    if assessment is not None and assessment.status != "ok":
+        importance = (version.importance if version is not None else None) or {}
+        ranked = sorted(assessment.raising, key=lambda r: -r.severity * importance.get(r.column, 1.0))
+        moved = ""
+        if step.baseline is not None:
+            change = step.mean_loss - step.baseline
+            moved = f"; compensated log loss {step.mean_loss:.4f} ({change:+.4f} vs the version's first windows)"
+        alarms.append(
             {
-                "column": column,
-                "column_kind": column_kind,
-                "method": result.method,
-                "statistic": result.statistic,
-                "p_value": result.p_value,
-                "threshold": result.threshold,
-                "level": result.level,
+                "kind": "drift_status",
+                "level": assessment.status,
+                "calibrated": True,
+                "reason": "drift in "
+                + ", ".join(_describe(result, importance) for result in ranked[:3])
+                + (f" and {len(ranked) - 3} more" if len(ranked) > 3 else "")
+                + moved,
+                "columns": [result.column for result in ranked],
             }
         )
-    return rows
+    if step.alarm and step.baseline is not None:
+        alarms.append(
+            {
+                "kind": "retrain_trigger",
+                "level": "drift",
+                "calibrated": True,
+                "reason": f"compensated log loss {step.mean_loss:.4f} against {step.baseline:.4f} in the version's "
+                f"first windows: CUSUM {step.statistic:.2f} over its limit {limit:.2f} "
+                "(one false alarm per 500 windows)",
+            }
+        )
+    for stream in STREAMS:
+        fired = sorted(kind for kind, signal in (signals.get(stream) or {}).items() if signal.get("drift"))
+        if fired:
+            alarms.append(
+                {
+                    "kind": "detector",
+                    "level": "info",
+                    "calibrated": False,
+                    "reason": f"{', '.join(fired)} detected a change in the {stream} error",
+                }
+            )
+    return alarms
+
+
+def _describe(result: CalibratedResult, importance: Mapping[str, float]) -> str:
+    share = importance.get(result.column)
+    weight = f", importance {share:.2f}" if share is not None else ""
+    unit = " sd" if result.method == drift.WASSERSTEIN else ""
+    return f"{result.column} ({result.method} {result.statistic:.3f}{unit}, severity {result.severity:.1f}{weight})"
+
+
+def _estimates(
+    version: ModelVersion | None, base: npt.NDArray[np.float64], served: npt.NDArray[np.float64], threshold: float
+) -> dict[str, float | None]:
+    """Label-free estimates of the window's AUC and accuracy (binary tasks with a calibrated version)."""
+    if version is None or base.ndim != 1 or not version.calibration:
+        return {}
+    fields: dict[str, float | None] = {}
+    for prefix, scores in (("base", base), ("compensated", served)):
+        for name, value in cbpe.estimate(version.calibration, scores, threshold).items():
+            fields[f"estimated_{prefix}_{name}"] = value
+    return fields
 
 
 def _special_column_names(feature_names: set[str]) -> dict[str, str]:
@@ -691,6 +789,12 @@ def _errors(p: npt.NDArray[np.float64], y: npt.NDArray[np.int64], threshold: flo
         miss = p.argmax(axis=1) != y
     error = np.round(np.clip(error, 0.0, 1.0), ERROR_DECIMALS)
     return error.tolist(), miss.astype(np.float64).tolist()
+
+
+def _losses(p: npt.NDArray[np.float64], y: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Per event log loss (the retrain trigger's input), clipped as adaptive.ml.flips.log_loss clips."""
+    p_true = np.where(y == 1, p, 1.0 - p) if p.ndim == 1 else p[np.arange(len(y)), y]
+    return np.asarray(-np.log(np.clip(p_true, LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)), dtype=np.float64)
 
 
 # --- queries --------------------------------------------------------------------------------------

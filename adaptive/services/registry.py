@@ -25,7 +25,7 @@ from adaptive.ml.preprocessing import (
 )
 from adaptive.ml.weights import WeightsError, check_state_dict, load_state_dict_bytes
 from adaptive.models import AuditEntry, Deployment, ModelVersion, Release
-from adaptive.services import audit
+from adaptive.services import audit, profiling
 
 SPEC_KEYS = {"architecture", "config", "preprocessing", "key_mean", "threshold", "notes", "metrics", "profile"}
 # A drift reference is a sample: at most this many values per column.
@@ -235,7 +235,8 @@ def upload_version(*, deployment: Deployment, spec: Any, weights: bytes, actor: 
                 to_version=version,
                 reason="first version of the deployment goes live",
             )
-    return version, True
+    # After the commit: the version's weights are readable by any process from here on.
+    return profiling.describe_version(version), True
 
 
 def _same_spec(version: ModelVersion, spec: dict[str, Any]) -> bool:

@@ -49,7 +49,7 @@ from adaptive.ml.preprocessing import FeatureEncoder, RowError, TabularBatch, in
 from adaptive.ml.training import Progress, TrainConfig, TrainResult, continual_train, resolve_device
 from adaptive.ml.weights import load_into, state_dict_to_bytes
 from adaptive.models import AuditEntry, Deployment, Event, Job, ModelVersion
-from adaptive.services import audit, dispatch
+from adaptive.services import audit, dispatch, profiling
 
 # A round with fewer labeled events than this cannot train and evaluate anything meaningful.
 MIN_LABELED_EVENTS: Final = 200
@@ -340,7 +340,7 @@ def _train_candidate(
     weights = state_dict_to_bytes(candidate)
     relative, digest = artifacts.store_weights(deployment.slug, weights)
     times = data.recent.times + data.replay.times
-    return _register_candidate(
+    version = _register_candidate(
         job,
         deployment,
         weights_path=relative,
@@ -352,6 +352,7 @@ def _train_candidate(
         data_end=max(times),
         metrics=_metrics(result, holdout=data.holdout, n_labeled=data.n_labeled),
     )
+    return profiling.describe_version(version)
 
 
 @dataclass

@@ -8,15 +8,14 @@ overview costs the same with a thousand events or a billion.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count
 from django.utils import timezone
 
-from adaptive.models import Deployment, DriftMetric, ErrorSample, Event, Job, Window
+from adaptive.models import Deployment, ErrorSample, Event, Job, Window
 
 # Events per minute average over this span: long enough to be steady, short enough to be "now".
 RATE_SPAN = timedelta(minutes=5)
@@ -40,33 +39,24 @@ class HealthVerdict:
     reasons: list[str]
 
 
-def health(window: Window | None, drift_levels: Mapping[str, int]) -> HealthVerdict:
-    """The worst of the latest window's drift bands and its detectors' signals.
+def health(window: Window | None) -> HealthVerdict:
+    """The latest window's calibrated alarms, worst first: the drift status and the retrain trigger.
 
-    A detector firing on the *compensated* error means the memory no longer keeps up: drift. One
-    firing on the raw error only (the compensation absorbs it) or DDM's warning zone: warn.
+    Only alarms with a known false-alarm rate count (adaptive.ml.drift.calibration,
+    adaptive.ml.cusum); what the streaming detectors said is context on the deployment page, not a
+    health verdict.
     """
     if window is None:
         return HealthVerdict(Health.NO_DATA, ["no window closed yet"])
     level = Health.OK
     reasons: list[str] = []
-
-    def raise_to(new: str, reason: str) -> None:
-        nonlocal level
-        reasons.append(reason)
+    for alarm in window.alarms or []:
+        if not isinstance(alarm, dict) or not alarm.get("calibrated"):
+            continue
+        new = Health.DRIFT if alarm.get("level") == "drift" else Health.WARN
+        reasons.append(str(alarm.get("reason", "")))
         if Health.ORDER.index(new) > Health.ORDER.index(level):
             level = new
-
-    for band, new in (("drift", Health.DRIFT), ("warn", Health.WARN)):
-        if drift_levels.get(band):
-            raise_to(new, f"{drift_levels[band]} column(s) in the {band} band")
-    signals = window.detector_signals or {}
-    for stream, on_drift in (("compensated", Health.DRIFT), ("raw", Health.WARN)):
-        for kind, signal in sorted((signals.get(stream) or {}).items()):
-            if signal.get("drift"):
-                raise_to(on_drift, f"{kind} detected drift on the {stream} error")
-            elif signal.get("warning"):
-                raise_to(Health.WARN, f"{kind} warning on the {stream} error")
     return HealthVerdict(level, reasons)
 
 
@@ -76,16 +66,9 @@ def events_per_minute(deployment_id: int, now: datetime) -> float:
 
 
 def _latest_windows(deployment_id: int, n: int) -> list[Window]:
-    # The (deployment, end) index read backwards; detector_signals rides along for the health.
+    # The (deployment, end) index read backwards; the alarms ride along for the health.
     rows = Window.objects.filter(deployment_id=deployment_id).order_by("-end", "-id")[:n]
     return list(reversed(rows))
-
-
-def _drift_levels(window: Window | None) -> dict[str, int]:
-    if window is None:
-        return {}
-    counts = DriftMetric.objects.filter(window=window).values("level").annotate(n=Count("id"))
-    return {row["level"]: row["n"] for row in counts}
 
 
 def _memory_size(deployment: Deployment) -> int:
@@ -104,7 +87,7 @@ def _rounded(values: Iterable[float | None]) -> list[float | None]:
 def deployment_summary(deployment: Deployment, now: datetime) -> dict[str, Any]:
     windows = _latest_windows(deployment.pk, SPARKLINE_WINDOWS)
     latest = windows[-1] if windows else None
-    verdict = health(latest, _drift_levels(latest))
+    verdict = health(latest)
     live = deployment.live_version
     return {
         "slug": deployment.slug,
