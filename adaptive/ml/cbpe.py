@@ -40,7 +40,7 @@ def fit_calibration(scores: npt.ArrayLike, labels: npt.ArrayLike) -> dict[str, l
     y = np.asarray(labels, dtype=np.float64)
     keep = np.isfinite(s)
     s, y = s[keep], y[keep]
-    if s.size < 20 or y.min(initial=0.0) == y.max(initial=0.0):
+    if s.size < 20 or y.min() == y.max():
         return {}
     order = np.argsort(s, kind="stable")
     s, y = s[order], y[order]

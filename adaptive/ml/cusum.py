@@ -10,10 +10,12 @@ question (did anything change in the error stream?) with a false-alarm rate nobo
 * **Standardised window.** A window of ``n`` events with mean loss ``L`` scores
   ``z = (L - mu) / sqrt(sigma^2 / n + tau^2)``, a standard normal while nothing changes.
 * **CUSUM.** ``S = max(0, S + z - k)`` with ``k`` = :data:`DEFAULT_K` (tuned to detect a rise of
-  one standard error of a window mean), and an alarm when ``S`` exceeds ``h``. ``h`` is set for an
-  average run length of :data:`DEFAULT_ARL` windows between false alarms (one per 500 windows), from
-  Siegmund's approximation of the CUSUM's run length (checked by simulation in the tests). After an
-  alarm ``S`` restarts from zero and the baseline stays.
+  one standard error of a window mean), and an alarm when ``S`` exceeds ``h``. ``h`` is set for one
+  false alarm per :data:`DEFAULT_ARL` windows (500) from Siegmund's approximation of the CUSUM's
+  run length, averaged over the error of a baseline estimated from the burn-in (which shifts every
+  later z by the same amount: with a known baseline's limit, 4.38, a five-window burn-in raised
+  about ten alarms per 500 windows; checked by simulation in the tests). After an alarm ``S``
+  restarts from zero and the baseline stays.
 
 The state is a few plain numbers, saved as JSON beside the streaming detectors.
 """
@@ -28,26 +30,43 @@ from typing import Any, Final
 import numpy as np
 from scipy import optimize
 
-BURN_IN_WINDOWS: Final = 5
+BURN_IN_WINDOWS: Final = 10
 DEFAULT_K: Final = 0.5
 DEFAULT_ARL: Final = 500.0
 # Windows with fewer labels than this are skipped: their mean says too little.
 MIN_WINDOW_EVENTS: Final = 30
 
 
-def siegmund_arl(h: float, k: float) -> float:
-    """Siegmund's approximation of a one-sided CUSUM's in-control average run length on N(0, 1)."""
+def siegmund_arl(h: float, k: float, mean: float = 0.0) -> float:
+    """Siegmund's approximation of a one-sided CUSUM's average run length on N(``mean``, 1)."""
     b = h + 1.166
-    if k == 0:
+    drift = mean - k
+    if abs(drift) < 1e-9:
         return b * b
-    return (math.exp(2 * k * b) - 2 * k * b - 1) / (2 * k * k)
+    return (math.exp(min(-2 * drift * b, 700.0)) + 2 * drift * b - 1) / (2 * drift * drift)
 
 
-def cusum_limit(arl: float = DEFAULT_ARL, k: float = DEFAULT_K) -> float:
-    """The decision limit ``h`` whose in-control average run length is ``arl`` steps."""
+def cusum_limit(arl: float = DEFAULT_ARL, k: float = DEFAULT_K, burn_in: int | None = None) -> float:
+    """The decision limit ``h`` for one false alarm per ``arl`` steps on average.
+
+    With ``burn_in`` windows estimating the baseline, every later z carries the same error of the
+    estimate, N(0, 1 / burn_in) in units of a window's standard error; the limit is then set so that
+    the false-alarm *rate* averaged over that error is ``1 / arl`` (Gauss-Hermite quadrature over
+    the error, Siegmund's run length for each value). Without it, the baseline is taken as known.
+    """
     if arl <= 1 or k < 0:
         raise ValueError(f"need arl > 1 and k >= 0, got arl={arl}, k={k}")
-    return float(optimize.brentq(lambda h: siegmund_arl(h, k) - arl, 0.0, 100.0))
+    if not burn_in:
+        return float(optimize.brentq(lambda h: siegmund_arl(h, k) - arl, 0.0, 100.0))
+    nodes, weights = np.polynomial.hermite_e.hermegauss(40)
+    offsets = nodes / math.sqrt(burn_in)
+    weights = weights / weights.sum()
+
+    def rate_gap(h: float) -> float:
+        rate = sum(w / siegmund_arl(h, k, mean=o) for o, w in zip(offsets, weights, strict=True))
+        return float(rate - 1.0 / arl)
+
+    return float(optimize.brentq(rate_gap, 0.0, 100.0))
 
 
 @dataclass
@@ -67,7 +86,7 @@ class LossCusum:
     def __init__(self, *, k: float = DEFAULT_K, arl: float = DEFAULT_ARL, burn_in: int = BURN_IN_WINDOWS) -> None:
         self.k = k
         self.arl = arl
-        self.limit = cusum_limit(arl, k)
+        self.limit = cusum_limit(arl, k, burn_in)
         self.burn_in = burn_in
         # Burn-in: per window (n, mean, sum of squared deviations from the window's mean).
         self._burn: list[tuple[int, float, float]] = []
