@@ -445,6 +445,9 @@ class MonitorState(models.Model):
     reference = models.JSONField(default=dict, blank=True)
     # The retrain trigger's CUSUM on the compensated loss (adaptive.ml.cusum.LossCusum.state_dict).
     cusum = models.JSONField(default=dict, blank=True)
+    # Calibrated drift nulls of the reference's columns, "group/column/kind/size" -> [mean, std]
+    # (adaptive.ml.drift.reference.DriftReference), so that a restarted worker need not redraw them.
+    nulls = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

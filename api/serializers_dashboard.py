@@ -9,7 +9,8 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from adaptive.models import AuditEntry
-from adaptive.services.curves import MAX_WINDOWS
+from adaptive.selectors.estimates import MAX_PENDING_WINDOWS
+from adaptive.services.curves import MAX_WINDOWS, PENDING_WINDOWS
 from api.serializers_monitoring import TimeRangeQuerySerializer
 
 # --- overview --------------------------------------------------------------------------------------
@@ -135,3 +136,53 @@ class AuditEntrySerializer(serializers.ModelSerializer):
             "details",
         ]
         read_only_fields = fields
+
+
+# --- the adaptation curve with its label-free estimates --------------------------------------------
+
+
+class EstimatedCurveQuerySerializer(CurveQuerySerializer):
+    pending = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_PENDING_WINDOWS,
+        default=PENDING_WINDOWS,
+        help_text="Window-sized chunks of the traffic after the last window to estimate without labels "
+        f"(at most {MAX_PENDING_WINDOWS}; 0 for none).",
+    )
+
+
+class EstimatedCurveWindowsSerializer(CurveWindowsSerializer):
+    """Column arrays, one entry per window, oldest first, with the label-free estimates."""
+
+    estimated_base_auc = serializers.ListField(
+        child=serializers.FloatField(allow_null=True),
+        help_text="Label-free estimate of base_auc from the scores alone (null for multiclass or before "
+        "estimates were stored).",
+    )
+    estimated_compensated_auc = serializers.ListField(child=serializers.FloatField(allow_null=True))
+    estimated_base_accuracy = serializers.ListField(child=serializers.FloatField(allow_null=True))
+    estimated_compensated_accuracy = serializers.ListField(child=serializers.FloatField(allow_null=True))
+
+
+class PendingEstimatesSerializer(serializers.Serializer):
+    """Column arrays, one entry per window-sized chunk of traffic after the last window, oldest first."""
+
+    start = serializers.ListField(child=serializers.DateTimeField(), help_text="Event time of the chunk's first event.")
+    end = serializers.ListField(child=serializers.DateTimeField(), help_text="Event time of its last event.")
+    n_events = serializers.ListField(
+        child=serializers.IntegerField(), help_text="Events in the chunk (window_events, fewer in the newest)."
+    )
+    estimated_base_auc = serializers.ListField(child=serializers.FloatField(allow_null=True))
+    estimated_compensated_auc = serializers.ListField(child=serializers.FloatField(allow_null=True))
+    estimated_base_accuracy = serializers.ListField(child=serializers.FloatField(allow_null=True))
+    estimated_compensated_accuracy = serializers.ListField(child=serializers.FloatField(allow_null=True))
+
+
+class EstimatedCurveSerializer(serializers.Serializer):
+    windows = EstimatedCurveWindowsSerializer()
+    markers = CurveMarkerSerializer(many=True)
+    pending = PendingEstimatesSerializer(
+        help_text="Label-free estimates beyond the last window: empty for multiclass and external deployments, "
+        "and when `until` is given."
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from adaptive.ml.drift import DETECTOR_KINDS
@@ -52,10 +53,114 @@ class VersionQuerySerializer(QuerySerializer):
 # --- windows and drift -----------------------------------------------------------------------------
 
 
+class AlarmSerializer(serializers.Serializer):
+    """One entry of a window's alarm timeline (documentation of the JSON the monitoring service stores)."""
+
+    kind = serializers.ChoiceField(
+        choices=[
+            ("drift_status", "The calibrated dataset-level drift status"),
+            ("retrain_trigger", "The retrain trigger (CUSUM on the compensated loss)"),
+            ("detector", "A streaming detector (uncalibrated)"),
+        ]
+    )
+    level = serializers.ChoiceField(choices=["drift", "warn", "info"])
+    calibrated = serializers.BooleanField(
+        help_text="Whether the alarm's false-alarm rate is calibrated; detector signals are not (level info)."
+    )
+    reason = serializers.CharField(help_text="What fired and why, in a sentence.")
+
+
+class HistogramSerializer(serializers.Serializer):
+    """The reference and current distributions of one column (documentation of the stored JSON).
+
+    Every key is optional: a row written before histograms were kept has an empty object.
+    """
+
+    kind = serializers.ChoiceField(choices=["numeric", "categorical"], required=False)
+    edges = serializers.ListField(
+        child=serializers.FloatField(), required=False, help_text="Numeric: the 21 bin edges of the 20 bins."
+    )
+    categories = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="Categorical: the categories, in bar order."
+    )
+    reference = serializers.ListField(
+        child=serializers.FloatField(),
+        required=False,
+        help_text="Share of the reference (training) rows per bin or category.",
+    )
+    current = serializers.ListField(
+        child=serializers.FloatField(), required=False, help_text="Share of the window's rows."
+    )
+
+
+@extend_schema_field(AlarmSerializer(many=True))
+class AlarmsField(serializers.JSONField):
+    """The stored alarm list as it is: the schema documents its items, the answer keeps every key."""
+
+
+@extend_schema_field(HistogramSerializer)
+class HistogramField(serializers.JSONField):
+    """The stored histogram as it is; an empty object for a test written before histograms were kept."""
+
+
 class DriftMetricSerializer(serializers.ModelSerializer):
+    method = serializers.CharField(
+        read_only=True,
+        help_text="wasserstein (numeric columns) or jensenshannon (categorical); older rows name older tests.",
+    )
+    statistic = serializers.FloatField(read_only=True, help_text="The effect size (the test's distance).")
+    p_value = serializers.FloatField(
+        read_only=True, allow_null=True, help_text="Calibrated against the reference's own sampling noise."
+    )
+    threshold = serializers.FloatField(
+        read_only=True, help_text="The calibrated drift boundary of the statistic for this window's size."
+    )
+    severity = serializers.FloatField(
+        read_only=True,
+        allow_null=True,
+        help_text="statistic / threshold: 1 is the drift boundary, 2 twice as far. Null on rows from before "
+        "calibrated drift.",
+    )
+    importance = serializers.FloatField(
+        read_only=True,
+        allow_null=True,
+        help_text="The column's share of the version's permutation importance, in [0, 1]; null when unknown "
+        "(the prediction, label and error columns, or a version without importances).",
+    )
+    psi = serializers.FloatField(
+        read_only=True, allow_null=True, help_text="Population stability index, beside the main distance."
+    )
+
     class Meta:
         model = DriftMetric
-        fields = ["id", "column", "column_kind", "method", "statistic", "p_value", "threshold", "level"]
+        fields = [
+            "id",
+            "column",
+            "column_kind",
+            "method",
+            "statistic",
+            "p_value",
+            "threshold",
+            "level",
+            "severity",
+            "importance",
+            "psi",
+        ]
+        read_only_fields = fields
+
+
+class DriftMetricDetailSerializer(DriftMetricSerializer):
+    """A drift test with the distributions it compared: the drill-down of one grid cell."""
+
+    histogram = HistogramField(
+        read_only=True,
+        help_text='Numeric: {"kind": "numeric", "edges": [21 floats], "reference": [20 shares], '
+        '"current": [20 shares]}; categorical: {"kind": "categorical", "categories": [...], "reference": '
+        '[...], "current": [...]}. An empty object for rows written before histograms were kept.',
+    )
+
+    class Meta(DriftMetricSerializer.Meta):
+        fields = [*DriftMetricSerializer.Meta.fields, "histogram"]
         read_only_fields = fields
 
 
@@ -68,6 +173,35 @@ class WindowSerializer(serializers.ModelSerializer):
         help_text="What the streaming detectors said in this window, per error stream and detector: "
         '{"raw": {"adwin": {"drift": false, "detections": [], "warning": false, "n_seen": 1200, '
         '"n_detections": 0}, ...}, "compensated": {...}}; `detections` are positions within the window.',
+    )
+    drift_status = serializers.ChoiceField(
+        choices=DriftMetric.Level.choices,
+        read_only=True,
+        help_text="The calibrated dataset-level drift status of the window.",
+    )
+    loss_cusum = serializers.FloatField(
+        read_only=True,
+        allow_null=True,
+        help_text="The retrain trigger's CUSUM statistic on the compensated loss; null during its burn-in.",
+    )
+    alarms = AlarmsField(
+        read_only=True,
+        help_text="The window's alarm timeline: calibrated alarms (drift status, retrain trigger) and the "
+        "detectors' uncalibrated signals (level info), each with its reason.",
+    )
+    estimated_base_auc = serializers.FloatField(
+        read_only=True,
+        allow_null=True,
+        help_text="Label-free estimate (confidence-based, from the scores alone) of base_auc; null for multiclass.",
+    )
+    estimated_compensated_auc = serializers.FloatField(
+        read_only=True, allow_null=True, help_text="Label-free estimate of compensated_auc."
+    )
+    estimated_base_accuracy = serializers.FloatField(
+        read_only=True, allow_null=True, help_text="Label-free estimate of base_accuracy."
+    )
+    estimated_compensated_accuracy = serializers.FloatField(
+        read_only=True, allow_null=True, help_text="Label-free estimate of compensated_accuracy."
     )
 
     class Meta:
@@ -92,13 +226,22 @@ class WindowSerializer(serializers.ModelSerializer):
             "memory_size",
             "memory_revision",
             "detector_signals",
+            "drift_status",
+            "loss_cusum",
+            "alarms",
+            "estimated_base_auc",
+            "estimated_compensated_auc",
+            "estimated_base_accuracy",
+            "estimated_compensated_accuracy",
             "created_at",
         ]
         read_only_fields = fields
 
 
 class WindowDetailSerializer(WindowSerializer):
-    drift_metrics = DriftMetricSerializer(many=True, read_only=True)
+    drift_metrics = DriftMetricDetailSerializer(
+        many=True, read_only=True, help_text="The window's drift tests, each with its histogram."
+    )
 
     class Meta(WindowSerializer.Meta):
         fields = [*WindowSerializer.Meta.fields, "drift_metrics"]
@@ -106,7 +249,10 @@ class WindowDetailSerializer(WindowSerializer):
 
 
 class DriftRowSerializer(DriftMetricSerializer):
-    """One drift test with its window's place on the time axis: a cell of the columns x windows grid."""
+    """One drift test with its window's place on the time axis: a cell of the columns x windows grid.
+
+    Without the histogram, so that a grid of many windows stays small: the window detail has it.
+    """
 
     window = serializers.IntegerField(source="window_id", read_only=True)
     window_start = serializers.DateTimeField(read_only=True)

@@ -102,6 +102,16 @@ def test_a_worker_that_restores_the_cusum_every_window_says_the_same(dep: Deploy
         restored += _close(other, 1, seed=400 + i, minutes=30 - i * 0.01, error=0.25)
 
     assert [w.loss_cusum for w in kept] == pytest.approx([w.loss_cusum for w in restored])
+    # The drift nulls were drawn once and saved; a worker that reads them back judges alike.
+    nulls = MonitorState.objects.get(version=other.live_version).nulls
+    assert set(nulls) >= {
+        "features/dep_delay/numeric/181",
+        "features/carrier/categorical/181",
+        "label//categorical/181",
+    }
+    assert all(len(value) == 2 and value[0] > 0 for value in nulls.values())
+    p_values = [sorted(w.drift_metrics.values_list("column", "p_value")) for w in kept]
+    assert p_values == [sorted(w.drift_metrics.values_list("column", "p_value")) for w in restored]
 
 
 def test_a_shifted_feature_names_itself_with_severity_importance_and_histograms(dep: Deployment) -> None:

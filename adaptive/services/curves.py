@@ -4,7 +4,9 @@ Windows are placed in the order they closed, one point each. Their ``start``/``e
 times (a replay of last year's data has last year's dates), while retrains, promotions and
 rollbacks happen in wall-clock time; so a marker is placed by *when windows closed*: at the
 position of the first window that closed after it (``created_at``), i.e. between the last window
-served before the change and the first one after. Reads windows, versions and releases only.
+served before the change and the first one after. Reads windows, versions and releases only, and
+for the label-free estimates beyond the last window, the newest served scores
+(adaptive.selectors.estimates, bounded).
 """
 
 from __future__ import annotations
@@ -16,8 +18,13 @@ from typing import Any
 from django.db.models import F, FloatField, Func
 
 from adaptive.models import Deployment, ModelVersion, Release, Window
+from adaptive.selectors.estimates import pending_estimates
 
 METRICS = ("auc", "log_loss", "accuracy", "brier")
+# Label-free estimates per window (confidence-based, from the scores alone): AUC and accuracy only.
+ESTIMATED = tuple(f"estimated_{side}_{metric}" for side in ("base", "compensated") for metric in ("auc", "accuracy"))
+# Pending (label-free) windows beyond the last realised one, by default.
+PENDING_WINDOWS = 5
 # The most windows one curve returns (the newest ones); a year of hourly windows is 8,760.
 MAX_WINDOWS = 10_000
 
@@ -55,6 +62,7 @@ def _windows(deployment: Deployment, since: datetime | None, until: datetime | N
         rows = rows.filter(end__lt=until)
     fields = ["id", "end_s", "closed_s", "n_labeled", "memory_size", "version_number"]
     fields += [f"{side}_{metric}" for metric in METRICS for side in ("base", "compensated")]
+    fields += ESTIMATED
     newest = (
         rows.annotate(version_number=F("version__number"), end_s=Epoch("end"), closed_s=Epoch("created_at"))
         .order_by("-end", "-id")
@@ -107,11 +115,14 @@ def adaptation_curve(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = MAX_WINDOWS,
+    pending: int = PENDING_WINDOWS,
 ) -> dict[str, Any]:
-    """Column arrays, one entry per window (oldest first), and the markers placed on the same axis.
+    """Column arrays, one entry per window (oldest first), the markers placed on the same axis, and
+    the label-free estimates of up to ``pending`` window-sized chunks of traffic after the last window.
 
     When the windows are a slice (a time range, or the newest ``limit``), markers from before the
-    slice are left out; otherwise they sit at position 0, before the first window.
+    slice are left out; otherwise they sit at position 0, before the first window. The pending
+    chunks continue the curve to now, so a range with an ``until`` has none.
     """
     rows = _windows(deployment, since, until, limit)
     closed_at = [row["closed_s"] for row in rows]
@@ -126,7 +137,17 @@ def adaptation_curve(
     for metric in METRICS:
         for side in ("base", "compensated"):
             curve[f"{side}_{metric}"] = [_round(row[f"{side}_{metric}"]) for row in rows]
+    for name in ESTIMATED:
+        curve[name] = [_round(row[name]) for row in rows]
     markers = _markers(deployment, closed_at)
     if sliced:
         markers = [marker for marker in markers if 0 < marker["position"] <= len(rows)]
-    return {"windows": curve, "markers": markers}
+    chunks = pending_estimates(deployment, max_windows=pending) if until is None and pending > 0 else []
+    columns: dict[str, list[Any]] = {
+        "start": [chunk["start"].isoformat() for chunk in chunks],
+        "end": [chunk["end"].isoformat() for chunk in chunks],
+        "n_events": [chunk["n_events"] for chunk in chunks],
+    }
+    for name in ESTIMATED:
+        columns[name] = [_round(chunk[name]) for chunk in chunks]
+    return {"windows": curve, "markers": markers, "pending": columns}

@@ -229,10 +229,12 @@ class WindowPlan:
     drift_rows: list[dict[str, Any]]  # DriftMetric fields, less the window
     detectors: dict[str, Any]  # the new MonitorState.detectors
     cusum: dict[str, Any]  # the new MonitorState.cusum
+    new_nulls: dict[str, list[float]]  # drift nulls computed for this window, to add to MonitorState.nulls
     new_reference: dict[str, Any] | None  # set when this window becomes the version's reference
     # The detectors themselves, kept by the process once the window is committed.
     stepped: Stepped | None = field(default=None, repr=False, compare=False)
     state_key: StateKey | None = field(default=None, repr=False, compare=False)
+    reference: DriftReference | None = field(default=None, repr=False, compare=False)
 
 
 def close_window(deployment: Deployment, now: datetime | None = None) -> Window | None:
@@ -345,9 +347,11 @@ def plan_window(deployment: Deployment, now: datetime | None = None) -> WindowPl
         drift_rows=drift_rows,
         detectors={stream: bank.state_dict() for stream, bank in detectors.items()},
         cusum=stepped.cusum.state_dict(),
+        new_nulls=reference.unsaved_nulls() if reference is not None else {},
         new_reference=new_reference,
         stepped=stepped,
         state_key=key,
+        reference=reference,
     )
 
 
@@ -426,6 +430,7 @@ def commit_window(plan: WindowPlan) -> Window | None:
                 version_id=version,
                 detectors=plan.detectors,
                 cusum=plan.cusum,
+                nulls=plan.new_nulls,
                 reference=plan.new_reference or {},
             )
         else:
@@ -438,8 +443,14 @@ def commit_window(plan: WindowPlan) -> Window | None:
             }
             if plan.new_reference is not None:
                 changes["reference"] = _json_text(plan.new_reference)
+            if plan.new_nulls:
+                # A few hundred bytes, read under the lock so that no other close's nulls are lost.
+                saved = MonitorState.objects.filter(pk=state.pk).values_list("nulls", flat=True).get() or {}
+                changes["nulls"] = _json_text({**saved, **plan.new_nulls})
             MonitorState.objects.filter(pk=state.pk).update(**changes)
             state.updated_at = changes["updated_at"]
+    if plan.reference is not None:
+        plan.reference.mark_saved(plan.new_nulls)
     if plan.stepped is not None and plan.state_key is not None:
         # What the row now holds, in memory: this process's next window starts from here.
         _remember(_committed_detectors, plan.state_key, ((state.pk, state.updated_at), plan.stepped))
@@ -548,7 +559,8 @@ def _reference(key: StateKey, version: ModelVersion | None, state: MonitorState 
         source = _json_field(MonitorState.objects.filter(pk=state.pk), "reference")
     if not source:
         return None
-    reference = DriftReference(source)
+    nulls = MonitorState.objects.filter(pk=state.pk).values_list("nulls", flat=True).first() if state else None
+    reference = DriftReference(source, nulls=nulls or {})
     _remember(_references, cache_key, reference)
     return reference
 

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from adaptive.models import AuditEntry
 from adaptive.selectors.audit import audit_entries
 from adaptive.selectors.deployments import get_deployment
+from adaptive.selectors.estimates import MIN_CHUNK_EVENTS
 from adaptive.services import curves, summary
 from api import serializers_dashboard as s
 from api.errors import json_response
@@ -44,19 +45,27 @@ class OverviewView(APIView):
     summary="Adaptation curve with markers",
     description=(
         "One entry per window in column arrays (oldest first): base and compensated AUC, log loss, accuracy "
-        "and Brier score, the version that served it, labels and memory size; plus markers for retrains, "
-        "promotions and rollbacks, each placed at the first window that closed after it. `since`/`until` "
-        "apply to the windows' `end`."
+        "and Brier score, their label-free estimates (AUC and accuracy, from the scores alone), the version "
+        "that served it, labels and memory size; markers for retrains, promotions and rollbacks, each placed "
+        "at the first window that closed after it; and `pending`: the label-free estimates of up to `pending` "
+        "window-sized chunks of the traffic served after the last window (binary hosted deployments, live "
+        f"version's events only, chunks of fewer than {MIN_CHUNK_EVENTS} events left out). `since`/`until` apply "
+        "to the "
+        "windows' `end`; with `until` there are no pending chunks."
     ),
-    parameters=[SLUG, s.CurveQuerySerializer],
-    responses={200: s.CurveSerializer, **READ_ERRORS},
+    parameters=[SLUG, s.EstimatedCurveQuerySerializer],
+    responses={200: s.EstimatedCurveSerializer, **READ_ERRORS},
 )
 class CurveView(APIView):
     def get(self, request: Request, slug: str) -> HttpResponse:
         deployment = get_deployment(slug)
-        params = validated(s.CurveQuerySerializer, request.query_params)
+        params = validated(s.EstimatedCurveQuerySerializer, request.query_params)
         curve = curves.adaptation_curve(
-            deployment, since=params.get("since"), until=params.get("until"), limit=params["limit"]
+            deployment,
+            since=params.get("since"),
+            until=params.get("until"),
+            limit=params["limit"],
+            pending=params["pending"],
         )
         # orjson straight from the column arrays: DRF's field-by-field rendering of thousands of
         # windows would take most of the page's time budget (bench/dashboard.py measures it).

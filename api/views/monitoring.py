@@ -42,8 +42,10 @@ class _DeploymentRowsView(generics.ListAPIView):
 @extend_schema(
     summary="Adaptation curve: windows",
     description=(
-        "Closed monitoring windows, base vs compensated metrics, counts, memory size and revision, and "
-        "detector signals, ordered by `end` (oldest first unless `order=desc`). Pages of up to 5000 rows."
+        "Closed monitoring windows, base vs compensated metrics, counts, memory size and revision, detector "
+        "signals, the calibrated drift status, the retrain trigger's CUSUM, the alarm timeline (`alarms`) and "
+        "label-free estimates of AUC and accuracy, ordered by `end` (oldest first unless `order=desc`). Pages "
+        "of up to 5000 rows."
     ),
     parameters=[SLUG],
     responses={200: s.WindowSerializer(many=True), **READ_ERRORS},
@@ -58,6 +60,11 @@ class WindowListView(_DeploymentRowsView):
 
 @extend_schema(
     summary="One window with its drift metrics",
+    description=(
+        "A window's metrics, calibrated drift status, retrain-trigger CUSUM, alarm timeline and label-free "
+        "estimates, and every drift test of the window with the reference and current distributions it "
+        "compared (`histogram`): the drill-down behind a cell of the drift grid."
+    ),
     parameters=[SLUG, path_id("Window id.")],
     responses={200: s.WindowDetailSerializer, **DETAIL_ERRORS},
 )
@@ -72,7 +79,10 @@ class WindowDetailView(generics.RetrieveAPIView):
     summary="Drift metrics over time",
     description=(
         "One row per (window, column, test), with the window's start and end: the cells of a columns x windows "
-        "grid, ordered by window end, then column. The time range applies to the window's end."
+        "grid, ordered by window end, then column. Each row has the effect size, the calibrated threshold and "
+        "p-value, the band, the severity (statistic / threshold), the column's importance and its PSI; the "
+        "histograms are left out to keep the grid small (the window detail, `.../windows/{id}`, has them). "
+        "The time range applies to the window's end."
     ),
     parameters=[SLUG],
     responses={200: s.DriftRowSerializer(many=True), **READ_ERRORS},
@@ -82,7 +92,8 @@ class DriftListView(_DeploymentRowsView):
     filterset_class = filters.DriftFilter
 
     def rows(self, deployment: Deployment) -> QuerySet[DriftMetric]:
-        return selected.drift_metrics(deployment)
+        # The histograms (about 60 numbers a row) stay in the database: the grid shows one number a cell.
+        return selected.drift_metrics(deployment).defer("histogram")
 
 
 @extend_schema(

@@ -1,5 +1,6 @@
-/* Deployment page: adaptation curve with markers, drift and detector grids, memory, recent actions,
-   settings and controls. Everything refreshes in place by polling the REST API. */
+/* Deployment page: adaptation curve with markers and label-free estimates, the drift severity grid
+   with its drill-down, the alarm timeline, detectors, memory, recent actions, settings and controls.
+   Everything refreshes in place by polling the REST API. */
 "use strict";
 
 (() => {
@@ -44,9 +45,18 @@
 
   function points(metric) {
     const w = curve.windows;
+    const p = curve.pending;
+    const n = w.id.length;
+    // Label-free estimates exist for AUC and accuracy only; the other metrics get empty series.
+    const series = (columns, name, offset) => (columns[name] || []).map((y, i) => ({ x: offset + i, y }));
     return {
       base: w[`base_${metric}`].map((y, i) => ({ x: i, y })),
       compensated: w[`compensated_${metric}`].map((y, i) => ({ x: i, y })),
+      estimatedBase: series(w, `estimated_base_${metric}`, 0),
+      estimatedCompensated: series(w, `estimated_compensated_${metric}`, 0),
+      // The traffic after the last window, one point per window-sized chunk, beyond the realised curve.
+      pendingCompensated: series(p, `estimated_compensated_${metric}`, n).map((point, i) => ({ ...point, pending: i })),
+      pendingBase: series(p, `estimated_base_${metric}`, n).map((point, i) => ({ ...point, pending: i })),
     };
   }
 
@@ -74,12 +84,18 @@
         type: "scatter", label: style.label, data: markerPoints(kind, metric), pointStyle: style.style,
         pointRadius: 8, pointHoverRadius: 10, borderColor: style.colour, backgroundColor: style.colour, borderWidth: 2,
       })),
+      // Label-free estimates (from the scores alone): dotted, lighter, after the realised series.
+      { label: "Estimated base", data: data.estimatedBase, borderColor: "#e69f00", backgroundColor: "#e69f00", borderDash: [2, 3], pointRadius: 0, pointStyle: "line", borderWidth: 1.5, spanGaps: true, estimated: true },
+      { label: "Estimated compensated", data: data.estimatedCompensated, borderColor: "#56b4e9", backgroundColor: "#56b4e9", borderDash: [2, 3], pointRadius: 0, pointStyle: "line", borderWidth: 1.5, spanGaps: true, estimated: true },
+      { label: "estimated (no labels yet)", data: data.pendingCompensated, borderColor: "#56b4e9", backgroundColor: "#fff", borderDash: [2, 3], pointRadius: 4, pointStyle: "circle", borderWidth: 2, spanGaps: true, estimated: true },
+      { label: "estimated base (no labels yet)", data: data.pendingBase, borderColor: "#e69f00", backgroundColor: "#fff", borderDash: [2, 3], pointRadius: 3, pointStyle: "circle", borderWidth: 1.5, spanGaps: true, estimated: true },
     ];
     const n = curve.windows.id.length;
+    const xMax = Math.max(n + curve.pending.end.length, 1);
     if (chart) {
       chart.data.datasets.forEach((dataset, i) => { dataset.data = datasets[i].data; });
       chart.$markers = curve.markers;
-      chart.options.scales.x.max = Math.max(n, 1);
+      chart.options.scales.x.max = xMax;
       chart.update("none");
     } else {
       chart = new Chart(canvas, {
@@ -90,7 +106,7 @@
           animation: false, responsive: true, maintainAspectRatio: false, parsing: false, normalized: true,
           interaction: { mode: "nearest", intersect: false },
           scales: {
-            x: { type: "linear", min: -0.5, max: Math.max(n, 1), title: { display: true, text: "window (end of its events)" },
+            x: { type: "linear", min: -0.5, max: xMax, title: { display: true, text: "window (end of its events)" },
               ticks: { maxTicksLimit: 8, callback: (value) => tickLabel(value) } },
             y: { title: { display: true, text: metricSelect.selectedOptions[0].textContent } },
           },
@@ -105,18 +121,30 @@
     chart.options.scales.y.title.text = metricSelect.selectedOptions[0].textContent;
     chart.update("none");
     const latest = n ? `latest window #${curve.windows.id[n - 1]}: base ${fmt.num(curve.windows[`base_${metric}`][n - 1])}, compensated ${fmt.num(curve.windows[`compensated_${metric}`][n - 1])}` : "";
-    document.getElementById("curve-summary").textContent = n ? `${n} windows, ${curve.markers.length} changes; ${latest}.` : "";
+    const pending = curve.pending.end.length;
+    const estimated = data.pendingCompensated.length
+      ? ` Estimated without labels for the ${fmt.int(curve.pending.n_events.reduce((a, b) => a + b, 0))} events served since: compensated ${fmt.num(data.pendingCompensated.at(-1).y)}.`
+      : "";
+    document.getElementById("curve-summary").textContent = n || pending
+      ? `${n} windows, ${curve.markers.length} changes${pending ? `, ${pending} pending (no labels yet)` : ""}; ${latest}.${estimated}`
+      : "";
   }
 
   function tickLabel(value) {
     const i = Math.round(value);
-    if (!curve || i < 0 || i >= curve.windows.end.length || Math.abs(value - i) > 1e-6) return "";
-    return new Date(curve.windows.end[i]).toLocaleDateString("en-GB", { day: "numeric", month: "short", year: "2-digit" });
+    if (!curve || Math.abs(value - i) > 1e-6) return "";
+    const ends = curve.windows.end.concat(curve.pending.end);
+    if (i < 0 || i >= ends.length) return "";
+    return new Date(ends[i]).toLocaleDateString("en-GB", { day: "numeric", month: "short", year: "2-digit" });
   }
 
   function tooltipTitle(items) {
     const item = items[0];
     if (item.raw.marker) return `${item.raw.marker.label} (${fmt.time(item.raw.marker.at)})`;
+    if (item.raw.pending !== undefined) {
+      const j = item.raw.pending;
+      return `Not yet a window: ${fmt.int(curve.pending.n_events[j])} events served ${fmt.time(curve.pending.start[j])} – ${fmt.time(curve.pending.end[j])}, no labels yet`;
+    }
     const i = item.raw.x;
     const w = curve.windows;
     return `Window #${w.id[i]} · v${w.version[i] ?? "–"} · ends ${fmt.time(w.end[i])}`;
@@ -126,7 +154,8 @@
     if (item.raw.marker) return item.raw.marker.reason ? `why: ${item.raw.marker.reason}` : item.dataset.label;
     const i = item.raw.x;
     const extra = item.datasetIndex === 1 ? ` (${curve.windows.n_labeled[i]} labels, memory ${curve.windows.memory_size[i]})` : "";
-    return `${item.dataset.label}: ${fmt.num(item.raw.y, 4)}${extra}`;
+    const how = item.dataset.estimated ? " (estimated from the scores, no labels)" : "";
+    return `${item.dataset.label}: ${fmt.num(item.raw.y, 4)}${extra}${how}`;
   }
 
   async function loadCurve() {
@@ -134,7 +163,7 @@
     if (!response.ok) throw new Error(`curve: ${response.status}`);
     curve = response.data;
     drawCurve();
-    await Promise.all([loadDrift(), loadDetectorGrid()]);
+    await Promise.all([loadDrift(), loadDetectorGrid(), loadAlarms()]);
   }
   metricSelect.addEventListener("change", () => curve && drawCurve());
 
@@ -148,6 +177,31 @@
 
   function rowLabel(row) {
     return row.column_kind === "feature" || row.column === row.column_kind ? row.column : `${row.column} (${row.column_kind})`;
+  }
+
+  /* Severity = statistic / calibrated threshold (1 is the drift boundary): six steps from light to deep red. */
+  const SEVERITY_STEPS = [0.5, 0.75, 1, 2, 4];
+  function severityClass(severity) {
+    if (severity === null || severity === undefined) return "";
+    const step = SEVERITY_STEPS.findIndex((edge) => severity < edge);
+    return ` sev-${step === -1 ? SEVERITY_STEPS.length : step}`;
+  }
+
+  const LEVELS = ["ok", "warn", "drift"];
+  /* How bad a test is, for picking a column's worst test and sorting: severity where it is stored. */
+  function badness(row) {
+    return row.severity ?? LEVELS.indexOf(row.level) * 0.5;
+  }
+  /* Rows sort by severity x importance in the newest window: a column the model hardly uses matters
+     less. Columns without an importance (prediction, label, error) are not discounted. */
+  function priority(row) {
+    return row ? badness(row) * (row.importance ?? 1) : -1;
+  }
+
+  function cellTitle(cell) {
+    const p = cell.p_value === null ? "–" : fmt.num(cell.p_value, 4);
+    const importance = cell.importance === null || cell.importance === undefined ? "unknown" : fmt.pct(cell.importance);
+    return `${rowLabel(cell)} · ${cell.method}: ${cell.level}\nstatistic ${fmt.num(cell.statistic, 4)}, calibrated threshold ${fmt.num(cell.threshold, 4)}, p-value ${p}\nseverity ${fmt.num(cell.severity, 2)}, importance ${importance}, PSI ${fmt.num(cell.psi, 3)}\nclick for the distributions`;
   }
 
   async function loadDrift() {
@@ -171,24 +225,118 @@
       columns.set(key, row);
       const id = `${key}@${row.window}`;
       const previous = cells.get(id);
-      // Several tests of one column: show the worst band.
-      if (!previous || ["ok", "warn", "drift"].indexOf(row.level) > ["ok", "warn", "drift"].indexOf(previous.level)) cells.set(id, row);
+      // Several tests of one column: show the worst.
+      if (!previous || badness(row) > badness(previous)) cells.set(id, row);
     }
     if (!columns.size) {
       replaceChildren(table, el("tbody", {}, el("tr", {}, el("td", { class: "muted", text: "No drift tests in these windows (the version has no reference yet)." }))));
       return;
     }
     const order = ["prediction", "label", "error", "feature"];
-    const keys = [...columns.keys()].sort((a, b) => order.indexOf(a.split(":")[0]) - order.indexOf(b.split(":")[0]) || a.localeCompare(b));
-    const rows = keys.map((key) => el("tr", {},
+    const newest = ids[ids.length - 1];
+    const score = (key) => priority(cells.get(`${key}@${newest}`));
+    const keys = [...columns.keys()].sort((a, b) => score(b) - score(a)
+      || order.indexOf(a.split(":")[0]) - order.indexOf(b.split(":")[0]) || a.localeCompare(b));
+    const rows = keys.map((key) => el("tr", { "data-column": columns.get(key).column, "data-priority": String(score(key)) },
       el("th", { scope: "row", text: rowLabel(columns.get(key)) }),
       ids.map((id) => {
         const cell = cells.get(`${key}@${id}`);
         if (!cell) return el("td", { class: "muted", text: "·", title: "not tested" });
-        const p = cell.p_value === null ? "" : `, p=${fmt.num(cell.p_value, 4)}`;
-        return el("td", { class: `band-cell band-${cell.level}`, title: `${cell.column}: ${cell.level} (${cell.method} ${fmt.num(cell.statistic, 4)}${p}, threshold ${fmt.num(cell.threshold, 3)})`, text: SYMBOL[cell.level] });
+        const title = cellTitle(cell);
+        return el("td", { class: `band-cell band-${cell.level}${severityClass(cell.severity)}`, title, "data-severity": cell.severity ?? "" },
+          el("button", { type: "button", class: "cell-button", "aria-label": title.replaceAll("\n", "; "), text: SYMBOL[cell.level],
+            onclick: () => openDriftDetail(cell) }));
       })));
     replaceChildren(table, gridHeader("column", w.end.slice(first), ids), el("tbody", {}, rows));
+  }
+
+  // --- drift drill-down: reference vs current distribution of one column in one window ------------
+  const windowDetails = new Map(); // closed windows do not change: one read each
+  let histogramChart = null;
+
+  async function windowDetail(id) {
+    if (!windowDetails.has(id)) {
+      const response = await api(`${base}/windows/${id}`);
+      if (!response.ok) throw new Error(`window ${id}: ${response.status}`);
+      windowDetails.set(id, response.data);
+    }
+    return windowDetails.get(id);
+  }
+
+  function binLabels(histogram) {
+    if (histogram.kind === "categorical") return histogram.categories.map(String);
+    const e = histogram.edges;
+    const digits = Math.max(0, Math.min(3, 2 - Math.floor(Math.log10(Math.abs(e[e.length - 1] - e[0]) || 1))));
+    return e.slice(0, -1).map((lo, i) => `${lo.toFixed(digits)}–${e[i + 1].toFixed(digits)}`);
+  }
+
+  async function openDriftDetail(cell) {
+    const panel = document.getElementById("drift-detail");
+    const detail = await windowDetail(cell.window);
+    const metric = (detail.drift_metrics || []).find((m) => m.id === cell.id) || cell;
+    panel.hidden = false;
+    document.getElementById("drift-detail-title").textContent = `${rowLabel(metric)} in window #${detail.id} (ends ${fmt.time(detail.end)})`;
+    document.getElementById("drift-detail-summary").textContent = `${metric.method} ${fmt.num(metric.statistic, 4)} against a calibrated threshold of ${fmt.num(metric.threshold, 4)}: severity ${fmt.num(metric.severity, 2)} (${metric.level}), p-value ${metric.p_value === null ? "–" : fmt.num(metric.p_value, 4)}, importance ${metric.importance === null || metric.importance === undefined ? "unknown" : fmt.pct(metric.importance)}, PSI ${fmt.num(metric.psi, 3)}.`;
+    const histogram = metric.histogram || {};
+    const canvas = document.getElementById("drift-histogram");
+    const empty = !histogram.kind;
+    document.getElementById("drift-detail-empty").hidden = !empty;
+    canvas.parentElement.hidden = empty;
+    if (histogramChart) { histogramChart.destroy(); histogramChart = null; }
+    if (!empty) {
+      histogramChart = new Chart(canvas, {
+        type: "bar",
+        data: {
+          labels: binLabels(histogram),
+          datasets: [
+            { label: "Reference (training)", data: histogram.reference, backgroundColor: "#0072b2", borderColor: "#0072b2" },
+            { label: "Current (this window)", data: histogram.current, backgroundColor: "#d55e00", borderColor: "#d55e00" },
+          ],
+        },
+        options: {
+          animation: false, responsive: true, maintainAspectRatio: false,
+          scales: { y: { title: { display: true, text: "share of rows" }, beginAtZero: true },
+            x: { title: { display: true, text: histogram.kind === "categorical" ? "category" : "bin" } } },
+          plugins: { legend: { position: "bottom" },
+            tooltip: { callbacks: { label: (item) => `${item.dataset.label}: ${fmt.pct(item.raw)}` } } },
+        },
+      });
+    }
+    panel.scrollIntoView({ block: "nearest" });
+  }
+  document.getElementById("drift-detail-close").addEventListener("click", () => {
+    document.getElementById("drift-detail").hidden = true;
+    if (histogramChart) { histogramChart.destroy(); histogramChart = null; }
+  });
+
+  // --- alarm timeline: calibrated alarms first, detector signals as secondary information ----------
+  const ALARM_KINDS = { drift_status: "Drift status", retrain_trigger: "Retrain trigger", detector: "Detector" };
+
+  async function loadAlarms() {
+    const list = document.getElementById("alarm-timeline");
+    const response = await api(`${base}/windows?order=desc&limit=${GRID_WINDOWS}`);
+    if (!response.ok) throw new Error(`alarms: ${response.status}`);
+    const windows = response.data.results;
+    if (!windows.length) {
+      replaceChildren(list, el("li", { class: "muted", text: "No window yet: alarms are raised when a window closes." }));
+      return;
+    }
+    replaceChildren(list, windows.map((w) => {
+      const alarms = (w.alarms || []).slice().sort((a, b) => Number(b.calibrated) - Number(a.calibrated));
+      const calibrated = alarms.filter((a) => a.calibrated);
+      const level = calibrated.some((a) => a.level === "drift") ? "drift" : calibrated.some((a) => a.level === "warn") ? "warn" : "ok";
+      return el("li", { class: `alarm-window level-${level}`, "data-window": w.id },
+        el("div", {}, el("strong", { text: `Window #${w.id}` }), ` · ends ${fmt.time(w.end)}`, w.version ? ` · v${w.version}` : "", " ",
+          badge(w.drift_status || "ok"),
+          w.loss_cusum === null || w.loss_cusum === undefined ? null : el("span", { class: "muted", text: ` loss CUSUM ${fmt.num(w.loss_cusum, 2)}` })),
+        alarms.length
+          ? el("ul", { class: "alarms" }, alarms.map((a) => el("li", { class: `alarm ${a.calibrated ? "alarm-calibrated" : "alarm-info"} alarm-${a.level}` },
+            el("span", { class: `alarm-level alarm-level-${a.level}`, text: a.level }), " ",
+            el(a.calibrated ? "strong" : "span", { text: `${ALARM_KINDS[a.kind] || a.kind}: ` }),
+            el("span", { class: "alarm-reason", text: a.reason }),
+            a.calibrated ? null : el("span", { class: "muted", text: " (uncalibrated)" }))))
+          : el("div", { class: "muted", text: "no alarm" }));
+    }));
   }
 
   async function loadDetectorGrid() {

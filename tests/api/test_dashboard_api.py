@@ -49,28 +49,27 @@ def test_overview_says_no_data_before_any_window(viewer_client, deployment):
     assert row["live_version"] == 1
 
 
-def test_overview_health_is_the_worst_of_drift_bands_and_detectors(viewer_client, deployment):
+def test_overview_health_counts_the_calibrated_alarms_only(viewer_client, deployment):
     (window,) = _windows(deployment, 1)
-    DriftMetricFactory.create(window=window, column="a", level="ok")
+    # A column in its own drift band and a detector firing are context, not a health verdict.
+    DriftMetricFactory.create(window=window, column="b", level="drift")
+    window.detector_signals = {"raw": {}, "compensated": {"adwin": {"drift": True, "detections": [3]}}}
+    window.alarms = [{"kind": "detector", "level": "info", "calibrated": False, "reason": "adwin fired"}]
+    window.save()
     assert _summary(viewer_client, deployment.slug)["health"] == "ok"
 
-    DriftMetricFactory.create(window=window, column="b", level="warn")
-    row = _summary(viewer_client, deployment.slug)
-    assert row["health"] == "warn"
-    assert "1 column(s) in the warn band" in row["health_reasons"]
-
-    # A detector firing on the compensated error: the memory no longer keeps up.
-    window.detector_signals = {"raw": {}, "compensated": {"adwin": {"drift": True, "detections": [3]}}}
+    status = {"kind": "drift_status", "level": "drift", "calibrated": True, "reason": "drift in humid (severity 3.1)"}
+    window.alarms = [*window.alarms, status]
     window.save()
     row = _summary(viewer_client, deployment.slug)
     assert row["health"] == "drift"
-    assert "adwin detected drift on the compensated error" in row["health_reasons"]
+    assert row["health_reasons"] == ["drift in humid (severity 3.1)"]
 
 
 def test_overview_health_reads_only_the_latest_window(viewer_client, deployment):
-    old, new = _windows(deployment, 2)
-    DriftMetricFactory.create(window=old, level="drift")
-    DriftMetricFactory.create(window=new, level="ok")
+    old, _new = _windows(deployment, 2)
+    old.alarms = [{"kind": "retrain_trigger", "level": "drift", "calibrated": True, "reason": "CUSUM"}]
+    old.save()
     assert _summary(viewer_client, deployment.slug)["health"] == "ok"
 
 

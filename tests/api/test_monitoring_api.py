@@ -165,6 +165,10 @@ def test_window_detail_includes_its_drift_metrics(viewer_client: APIClient, depl
         "p_value",
         "threshold",
         "level",
+        "severity",
+        "importance",
+        "psi",
+        "histogram",
     }
 
 
@@ -234,6 +238,128 @@ def test_drift_filters(
 
     index = {w.pk: i for i, w in enumerate(drift_grid)}
     assert [(index[row["window"]], row["column"]) for row in body["results"]] == expected
+
+
+# --- calibrated alarms, severity and histograms ---------------------------------------------------------
+
+ALARMS = [
+    {"kind": "drift_status", "level": "drift", "calibrated": True, "reason": "distance drifted (severity 2.4)"},
+    {"kind": "retrain_trigger", "level": "warn", "calibrated": True, "reason": "loss CUSUM 3.1 of 5.0"},
+    {"kind": "detector", "level": "info", "calibrated": False, "reason": "adwin on the raw error"},
+]
+NUMERIC_HISTOGRAM = {
+    "kind": "numeric",
+    "edges": [float(i) for i in range(21)],
+    "reference": [0.05] * 20,
+    "current": [0.1] * 10 + [0.0] * 10,
+}
+CATEGORICAL_HISTOGRAM = {
+    "kind": "categorical",
+    "categories": ["AA", "UA"],
+    "reference": [0.5, 0.5],
+    "current": [0.9, 0.1],
+}
+
+
+def test_windows_carry_the_drift_status_loss_cusum_alarms_and_label_free_estimates(
+    viewer_client: APIClient, deployment: Deployment
+) -> None:
+    window = WindowFactory.create(
+        deployment=deployment,
+        drift_status="drift",
+        loss_cusum=3.1,
+        alarms=ALARMS,
+        estimated_base_auc=0.69,
+        estimated_compensated_auc=0.73,
+        estimated_base_accuracy=0.67,
+        estimated_compensated_accuracy=None,
+    )
+    WindowFactory.create(
+        deployment=deployment, start=WINDOW_START + timedelta(hours=1)
+    )  # before the service fills them
+
+    rows = _get(viewer_client, deployment, "windows")["results"]
+    detail = _get(viewer_client, deployment, f"windows/{window.pk}")
+
+    for row in (rows[0], detail):
+        assert (row["drift_status"], row["loss_cusum"], row["alarms"]) == ("drift", 3.1, ALARMS)
+        assert (row["estimated_base_auc"], row["estimated_compensated_auc"]) == (0.69, 0.73)
+        assert (row["estimated_base_accuracy"], row["estimated_compensated_accuracy"]) == (0.67, None)
+    fresh = rows[1]
+    assert (fresh["drift_status"], fresh["loss_cusum"], fresh["alarms"], fresh["estimated_base_auc"]) == (
+        "ok",
+        None,
+        [],
+        None,
+    )
+
+
+def test_drift_rows_carry_severity_importance_and_psi_but_not_the_histogram(
+    viewer_client: APIClient, deployment: Deployment
+) -> None:
+    window = WindowFactory.create(deployment=deployment)
+    DriftMetricFactory.create(
+        window=window,
+        column="distance",
+        method="wasserstein",
+        statistic=0.24,
+        threshold=0.1,
+        p_value=0.001,
+        level="drift",
+        severity=2.4,
+        importance=0.35,
+        psi=0.31,
+        histogram=NUMERIC_HISTOGRAM,
+    )
+    DriftMetricFactory.create(window=window, column="prediction", column_kind="prediction", method="wasserstein")
+
+    distance, prediction = _get(viewer_client, deployment, "drift")["results"]
+
+    assert (distance["method"], distance["statistic"], distance["threshold"], distance["p_value"]) == (
+        "wasserstein",
+        0.24,
+        0.1,
+        0.001,
+    )
+    assert (distance["severity"], distance["importance"], distance["psi"]) == (2.4, 0.35, 0.31)
+    assert (prediction["severity"], prediction["importance"], prediction["psi"]) == (None, None, None)
+    assert "histogram" not in distance
+
+
+def test_the_window_detail_has_each_drift_tests_histogram(viewer_client: APIClient, deployment: Deployment) -> None:
+    window = WindowFactory.create(deployment=deployment)
+    DriftMetricFactory.create(window=window, column="distance", severity=0.4, histogram=NUMERIC_HISTOGRAM)
+    DriftMetricFactory.create(
+        window=window, column="carrier", method="jensenshannon", severity=1.7, histogram=CATEGORICAL_HISTOGRAM
+    )
+    DriftMetricFactory.create(window=window, column="dep_delay")  # written before histograms were kept
+
+    metrics = _get(viewer_client, deployment, f"windows/{window.pk}")["drift_metrics"]
+
+    by_column = {m["column"]: m for m in metrics}
+    assert by_column["distance"]["histogram"] == NUMERIC_HISTOGRAM
+    assert by_column["carrier"]["histogram"] == CATEGORICAL_HISTOGRAM
+    assert (by_column["carrier"]["severity"], by_column["distance"]["severity"]) == (1.7, 0.4)
+    assert by_column["dep_delay"]["histogram"] == {}
+
+
+def test_the_schema_documents_alarms_histograms_and_severity(db: None) -> None:
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+
+    components = schema["components"]["schemas"]
+    window = components["Window"]["properties"]
+    alarm = window["alarms"]["items"]
+    if "$ref" in alarm:
+        alarm = components[alarm["$ref"].rsplit("/", 1)[1]]
+    assert set(alarm["properties"]) == {"kind", "level", "calibrated", "reason"}
+    assert {"drift_status", "loss_cusum", "estimated_base_auc", "estimated_compensated_accuracy"} <= set(window)
+    row = components["DriftRow"]["properties"]
+    assert {"severity", "importance", "psi"} <= set(row) and "histogram" not in row
+    detail = components["DriftMetricDetail"]["properties"]
+    assert "histogram" in detail
+    # Rows from before histograms were kept hold {}: no key may be required.
+    assert set(components["Histogram"]["properties"]) >= {"kind", "edges", "categories", "reference", "current"}
+    assert not components["Histogram"].get("required")
 
 
 # --- detectors -------------------------------------------------------------------------------------------

@@ -90,6 +90,7 @@ def add_windows(deployment: Deployment, version: ModelVersion, hours: range, n: 
     first = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=n)
     for i in hours:
         latest = i == n - 1
+        late = i >= n - 3
         window = WindowFactory.create(
             deployment=deployment,
             version=version,
@@ -101,8 +102,12 @@ def add_windows(deployment: Deployment, version: ModelVersion, hours: range, n: 
             compensated_log_loss=0.60 - 0.006 * i,
             memory_size=40 + 10 * i,
             memory_revision=i + 1,
+            # The calibrated status the monitoring service would write for carrier's drift.
+            drift_status="drift" if late else "ok",
+            alarms=[{"kind": "drift_status", "level": "drift", "calibrated": True, "reason": "drift in carrier"}]
+            if late
+            else [],
         )
-        late = i >= n - 3
         levels = {
             "dep_delay": DriftMetric.Level.OK,
             "distance": DriftMetric.Level.WARN if late else DriftMetric.Level.OK,

@@ -432,3 +432,17 @@ def test_counter_order_does_not_change_the_statistic() -> None:
     assert calibrated_drift(one, window, column="k", null=null).statistic == pytest.approx(
         calibrated_drift(two, window, column="k", null=null).statistic
     )
+
+
+def test_a_numeric_indicator_is_tested_as_categories() -> None:
+    # A 0/1 flag's shift in standard deviations says little about a rare flag: like Evidently, the
+    # indicator is compared as two categories, its histogram as bars.
+    rng = np.random.default_rng(21)
+    reference = DriftReference({"features": {"flag": (rng.random(2000) < 0.2).astype(float).tolist()}})
+    window = (rng.random(1000) < 0.5).astype(float).tolist()
+
+    assessment = assess_window(reference, [WindowColumn("flag", ("features", "flag"), "numeric", window)])
+
+    (result,) = assessment.results
+    assert result.method == "jensenshannon" and result.level == "drift"
+    assert result.histogram["kind"] == "categorical" and set(result.histogram["categories"]) == {"0", "1"}

@@ -9,9 +9,11 @@ decides the window's dataset status; the monitoring service and bench/alarms.py 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from adaptive.ml.drift.calibration import (
     DEFAULT_COLUMN_ALPHA,
@@ -21,6 +23,7 @@ from adaptive.ml.drift.calibration import (
     NullDistribution,
     calibrated_drift,
     dataset_status,
+    effect_method,
     null_distribution,
     size_bucket,
 )
@@ -29,16 +32,26 @@ from adaptive.ml.drift.samples import ColumnSample, column_sample
 
 # ("features", name) for a feature, (special column, "") for prediction, label and error.
 ColumnPath = tuple[str, str]
+# Numeric columns with at most this many distinct (integer) reference values are tested as categories.
+BINARY_MAX_VALUES = 2
 
 
 class DriftReference:
-    """A drift reference, each column cleaned and calibrated on first use."""
+    """A drift reference, each column cleaned and calibrated on first use.
 
-    def __init__(self, source: Mapping[str, Any], *, seed: int = 0) -> None:
+    ``nulls`` are nulls saved earlier (:meth:`unsaved_nulls`' format): a process that reads them back
+    skips the bootstrap for those (column, size) pairs.
+    """
+
+    def __init__(
+        self, source: Mapping[str, Any], *, seed: int = 0, nulls: Mapping[str, Sequence[float]] | None = None
+    ) -> None:
         self._source = source
         self._seed = seed
         self._samples: dict[tuple[str, str, str], ColumnSample | ValueError] = {}
-        self._nulls: dict[tuple[str, str, str, int], NullDistribution] = {}
+        self._nulls: dict[str, NullDistribution] = {}
+        self._saved: dict[str, Sequence[float]] = dict(nulls or {})
+        self._unsaved: set[str] = set()
 
     def values(self, path: ColumnPath) -> Any:
         """The raw values at ``path``; None if absent."""
@@ -60,13 +73,44 @@ class DriftReference:
             raise sample
         return sample
 
+    def tested_kind(self, path: ColumnPath, *, kind: str, column: str) -> str:
+        """``categorical`` for a numeric column whose reference holds at most two integer values (an
+        indicator such as 0/1, tested as categories, as Evidently does: a shift in standard
+        deviations of a rare flag says little), else ``kind``."""
+        if kind != "numeric":
+            return kind
+        numbers = self.sample(path, kind=kind, column=column).numbers
+        assert numbers is not None
+        distinct = np.unique(numbers)
+        if distinct.size <= BINARY_MAX_VALUES and np.all(distinct == np.round(distinct)):
+            return "categorical"
+        return kind
+
     def null(self, path: ColumnPath, *, kind: str, column: str, size: int) -> NullDistribution:
         """The column's null at the grid size at or below ``size`` (computed once per bucket)."""
         bucket = size_bucket(size)
-        key = (*path, kind, bucket)
+        key = f"{path[0]}/{path[1]}/{kind}/{bucket}"
         if key not in self._nulls:
-            self._nulls[key] = null_distribution(self.sample(path, kind=kind, column=column), bucket, seed=self._seed)
+            saved = self._saved.get(key)
+            if saved is not None and len(saved) == 2:
+                self._nulls[key] = NullDistribution(effect_method(kind), bucket, float(saved[0]), float(saved[1]))
+            else:
+                sample = self.sample(path, kind=kind, column=column)
+                self._nulls[key] = null_distribution(sample, bucket, seed=self._seed)
+                self._unsaved.add(key)
         return self._nulls[key]
+
+    def unsaved_nulls(self) -> dict[str, list[float]]:
+        """Nulls computed since the last :meth:`mark_saved`, as ``{key: [mean, std]}``."""
+        return {key: [self._nulls[key].mean, self._nulls[key].std] for key in sorted(self._unsaved)}
+
+    def mark_saved(self, keys: Iterable[str]) -> None:
+        """Record that ``keys`` are saved where the next reader will find them."""
+        for key in keys:
+            self._unsaved.discard(key)
+            null = self._nulls.get(key)
+            if null is not None:
+                self._saved[key] = [null.mean, null.std]
 
 
 @dataclass(frozen=True)
@@ -107,9 +151,10 @@ def assess_window(
             skipped[entry.column] = "no values in the reference or the window"
             continue
         try:
-            ref = reference.sample(entry.path, kind=entry.kind, column=entry.column)
-            current = column_sample(entry.values, kind=entry.kind, column=entry.column, window="current")
-            null = reference.null(entry.path, kind=entry.kind, column=entry.column, size=current.size)
+            kind = reference.tested_kind(entry.path, kind=entry.kind, column=entry.column)
+            ref = reference.sample(entry.path, kind=kind, column=entry.column)
+            current = column_sample(entry.values, kind=kind, column=entry.column, window="current")
+            null = reference.null(entry.path, kind=kind, column=entry.column, size=current.size)
             results.append(
                 calibrated_drift(
                     ref,
