@@ -146,28 +146,52 @@ def _null_wasserstein(reference: NDArray[np.float64], size: int, resamples: int,
     return (np.abs(a - b) @ gaps) / scale
 
 
+def _bootstrap_counts(
+    rows: NDArray[np.int64], k: int, size: int, resamples: int, rng: np.random.Generator
+) -> NDArray[np.float64]:
+    """Counts over ``k`` bins of ``resamples`` draws of ``size`` rows with replacement from ``rows``
+    (each row's bin index): one bincount for all."""
+    drawn = rows[rng.integers(0, rows.size, size=(resamples, size))]
+    offsets = (drawn + (np.arange(resamples) * k)[:, None]).ravel()
+    return np.bincount(offsets, minlength=resamples * k).reshape(resamples, k).astype(np.float64)
+
+
 def _bootstrap_cdfs(
     inverse: NDArray[np.int64], k: int, size: int, resamples: int, rng: np.random.Generator
 ) -> NDArray[np.float64]:
     """Empirical CDFs (at all but the last support point) of ``resamples`` draws of ``size`` rows
     with replacement from the rows whose support indexes are ``inverse``: one bincount for all."""
-    rows = inverse[rng.integers(0, inverse.size, size=(resamples, size))]
-    offsets = (rows + (np.arange(resamples) * k)[:, None]).ravel()
-    counts = np.bincount(offsets, minlength=resamples * k).reshape(resamples, k)
+    counts = _bootstrap_counts(inverse, k, size, resamples, rng)
     return np.asarray(counts.cumsum(axis=1)[:, :-1] / size, dtype=np.float64)
 
 
 def _null_jensen_shannon(counts: NDArray[np.float64], size: int, resamples: int, rng: np.random.Generator) -> Any:
-    """Base-2 JS distance between bootstrap category counts of the reference's size and of ``size``."""
+    """Base-2 JS distance between bootstrap category counts of the reference's size and of ``size``.
+
+    A window drawn from the reference's population also holds categories the reference never saw
+    (a user, a film that had no row among the reference's 2,000). Their share is the Good-Turing
+    estimate, the reference's share of categories seen exactly once; in the window's draw each such
+    row is a category of its own. A category present in only one window adds half its share to the
+    base-2 divergence, so those rows add ``0.5 * k / size`` for ``k`` of them. Without them, a
+    column with many rare categories (an id) would sit above its null in every window.
+    """
     total = int(counts.sum())
-    shares = counts / counts.sum()
-    a = rng.multinomial(total, shares, size=resamples) / total
-    b = rng.multinomial(size, shares, size=resamples) / size
+    k = counts.size
+    rows = np.repeat(np.arange(k), counts.astype(np.int64))  # the reference, one category index per row
+    unseen = float(np.count_nonzero(counts == 1)) / total
+    a = _bootstrap_counts(rows, k, total, resamples, rng) / total
+    new = rng.binomial(size, unseen, size=resamples) if unseen > 0 else np.zeros(resamples, dtype=np.int64)
+    # The window's draws: rows of the reference, the last ``new`` of each resample moved to an extra
+    # bin (the unseen categories), which is then dropped from the seen part.
+    drawn = rows[rng.integers(0, total, size=(resamples, size))]
+    drawn[np.arange(size)[None, :] >= (size - new)[:, None]] = k
+    offsets = (drawn + (np.arange(resamples) * (k + 1))[:, None]).ravel()
+    b = np.bincount(offsets, minlength=resamples * (k + 1)).reshape(resamples, k + 1)[:, :k] / size
     m = 0.5 * (a + b)
     with np.errstate(divide="ignore", invalid="ignore"):
         kl_a = np.where(a > 0, a * np.log(a / m), 0.0).sum(axis=1)
         kl_b = np.where(b > 0, b * np.log(b / m), 0.0).sum(axis=1)
-    divergence = np.maximum(0.5 * (kl_a + kl_b) / math.log(2.0), 0.0)
+    divergence = np.maximum(0.5 * (kl_a + kl_b) / math.log(2.0) + 0.5 * new / size, 0.0)
     return np.sqrt(divergence)
 
 
