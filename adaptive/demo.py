@@ -75,7 +75,7 @@ MIN_VOCAB_COUNT: Final = 3
 # --fast: about this many replayed events (every Nth of the rest of the year): few enough for a short
 # run, spread over the whole year so that they still show the seasons' drift.
 FAST_ROWS: Final = 5000
-# Rows of the training period kept as the version's reference profile for drift tests.
+# Held-out rows of the training period kept as the version's reference profile for drift tests.
 PROFILE_ROWS: Final = 2000
 KEY_NAME: Final = "demo-replay"
 # Whose API token the replay client uses for the retrain (bin/up: the admin of manage.py ensure_admin).
@@ -262,15 +262,21 @@ def train_first_version(
             "n_validation": result.n_validation,
         },
         # The drift reference: what the training period looked like, features, scores and labels.
-        "profile": _profile(stream, n_train, batch, model),
+        "profile": _profile(stream, result.validation_index.numpy(), batch, model),
     }
     return spec, state_dict_to_bytes(model)
 
 
 @torch.inference_mode()
-def _profile(stream: Stream, n_train: int, batch: TabularBatch, model: TabularModel) -> dict[str, Any]:
-    """A seeded sample of the training period: feature values, the model's scores and the labels."""
-    picked = np.sort(np.random.default_rng(0).choice(n_train, size=min(PROFILE_ROWS, n_train), replace=False))
+def _profile(stream: Stream, held_out: np.ndarray, batch: TabularBatch, model: TabularModel) -> dict[str, Any]:
+    """A seeded sample of the training period's held-out rows (those that chose the epoch, not those
+    the model learned from): feature values, the model's scores and the labels.
+
+    Held-out rows, because the profile is also what the version's calibration is fitted on
+    (adaptive.services.profiling): on its own training rows a model is more confident than on new ones.
+    """
+    rows = np.sort(held_out)
+    picked = np.sort(np.random.default_rng(0).choice(rows, size=min(PROFILE_ROWS, len(rows)), replace=False))
     scores = model.predict_proba(batch.select(torch.from_numpy(picked))).tolist()
     return {
         "features": {entry["name"]: [stream.rows[i][entry["name"]] for i in picked] for entry in stream.schema},

@@ -11,7 +11,8 @@ Protocol, per dev stream (``adaptive.ml.streams``):
 1. **Deployment.** As bench/stream_replay.py's ``prepare``: the initial period (flights up to
    2013-03-04, MovieLens up to 2000-01-01) fits the preprocessing and trains the initial model
    (MLP [64, 32], its ``INITIAL_TRAINING``). The drift reference is the product's training profile
-   (``monitoring.training_profile``): a 2,000-row sample of the initial period with the model's base
+   (``monitoring.training_profile``): a 2,000-row sample of the initial period's held-out rows (the
+   validation split, as the demo's and a retrain's profiles are) with the model's base
    scores, labels and errors ``|y - p|``. The CBPE calibration is fitted on that profile's scores and
    labels (``cbpe.fit_calibration``).
 2. **Windows.** The events after the initial period, in time order, are cut into windows of
@@ -217,14 +218,14 @@ def deploy(stream: Stream, initial_until: np.datetime64, seed: int, training: Tr
     prepared = prepare(stream, initial_until)
     torch.manual_seed(seed)
     batch, labels = prepared.data(0, prepared.n_initial)
-    model, _ = train_initial(
+    model, result = train_initial(
         ARCHITECTURE, MODEL_CONFIG, prepared.encoder.spec, 1, (batch, labels), replace(training, seed=seed)
     )
     key_mean = fit_key_mean(model, batch)
     p_initial, _ = _forward(model, batch, key_mean)
-    profile = training_profile(
-        stream.rows[: prepared.n_initial], p_initial.double().numpy(), stream.labels[: prepared.n_initial]
-    )
+    # The profile is drawn from the held-out rows, as the demo's and a retrain's are (adaptive/demo.py).
+    held = np.sort(result.validation_index.numpy())
+    profile = training_profile([stream.rows[i] for i in held], p_initial.double().numpy()[held], stream.labels[held])
     columns: list[tuple[str, tuple[str, str], str]] = [
         (entry["name"], ("features", entry["name"]), entry["type"]) for entry in stream.schema
     ]

@@ -204,3 +204,29 @@ def test_registering_a_version_measures_importance_and_calibration() -> None:
     assert version.importance["dep_delay"] > 0.8
     x, y = version.calibration["x"], version.calibration["y"]
     assert x == sorted(x) and y == sorted(y) and 0 <= y[0] <= y[-1] <= 1
+
+
+def test_a_retrained_candidates_profile_comes_from_its_held_out_rows() -> None:
+    """The profile is the calibration's data too: rows the candidate learned from would make it
+    overconfident, so the rows that chose its epoch are used when there are enough of them."""
+    from datetime import UTC, datetime
+
+    from adaptive.services import retraining
+
+    n = 6000
+    rows = retraining._Rows(
+        ids=list(range(n)),
+        times=[datetime(2024, 1, 1, tzinfo=UTC)] * n,
+        features=[{"dep_delay": float(i), "distance": 1.0, "carrier": "AA"} for i in range(n)],
+        labels=[i % 2 for i in range(n)],
+    )
+    proba = torch.linspace(0.01, 0.99, n)
+    labels = torch.tensor(rows.labels, dtype=torch.float32)
+
+    held_out = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:600]
+    profile = retraining._profile(rows, proba, labels, held_out)
+    assert sorted(profile["features"]["dep_delay"]) == sorted(float(i) for i in held_out.tolist())
+    assert profile["prediction"] == pytest.approx(sorted(proba[held_out].tolist()), abs=1e-6)
+
+    few = retraining._profile(rows, proba, labels, held_out[:100])
+    assert len(few["label"]) == 2000  # too few held out: a sample of every recent row

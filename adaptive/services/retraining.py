@@ -267,6 +267,10 @@ def heartbeat(job_id: int) -> Iterator[None]:
 # --- the round ----------------------------------------------------------------------------------
 
 
+# The candidate's profile comes from its held-out rows when at least this many were held out.
+MIN_HELD_OUT_PROFILE = 500
+
+
 @dataclass
 class _Rows:
     """Labeled events read for training: ids, times, feature rows and class indexes, oldest first."""
@@ -347,7 +351,7 @@ def _train_candidate(
         weights_sha256=digest,
         weights_size=len(weights),
         key_mean=[float(v) for v in key_mean.tolist()],
-        profile=_profile(data.recent, recent_proba, new_labels),
+        profile=_profile(data.recent, recent_proba, new_labels, result.validation_index),
         data_start=min(times),
         data_end=max(times),
         metrics=_metrics(result, holdout=data.holdout, n_labeled=data.n_labeled),
@@ -493,12 +497,24 @@ def _concat(first: TabularBatch, second: TabularBatch | None) -> TabularBatch:
     return TabularBatch(torch.cat([first.numeric, second.numeric]), torch.cat([first.categorical, second.categorical]))
 
 
-def _profile(rows: _Rows, proba: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-    """The drift reference of the candidate (``ModelVersion.profile``): its recent training data."""
+def _profile(rows: _Rows, proba: torch.Tensor, labels: torch.Tensor, held_out: torch.Tensor) -> dict[str, Any]:
+    """The drift reference of the candidate (``ModelVersion.profile``): its recent data's held-out
+    rows (those that chose the epoch), where the model is as confident as on new traffic, so that
+    the calibration fitted on the profile holds; all recent rows when fewer than
+    :data:`MIN_HELD_OUT_PROFILE` were held out (a small reference makes drift tests weak)."""
     try:
         from adaptive.services.monitoring import training_profile
     except ImportError:  # pragma: no cover - monitoring (windows and drift) is a separate module
         return {}
+    if len(held_out) >= MIN_HELD_OUT_PROFILE:
+        index = held_out.sort().values
+        rows = _Rows(
+            ids=[rows.ids[i] for i in index.tolist()],
+            times=[rows.times[i] for i in index.tolist()],
+            features=[rows.features[i] for i in index.tolist()],
+            labels=[rows.labels[i] for i in index.tolist()],
+        )
+        proba, labels = proba[index], labels[index]
     profile: dict[str, Any] = training_profile(rows.features, proba.double().numpy(), labels.numpy())
     return profile
 
