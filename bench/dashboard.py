@@ -612,6 +612,11 @@ def window_rows(
                 end_at,
                 dumps(detector_signals(rng, max(since_release, 0), int(n_labeled[j]), episode)),
                 end_at,
+                # The calibrated status and its alarm, as a drift episode would raise them.
+                "drift" if episode else "ok",
+                dumps([{"kind": "drift_status", "level": "drift", "calibrated": True, "reason": "drift in wind_kt"}])
+                if episode
+                else "[]",
             )
         )
     return rows, episodes
@@ -638,6 +643,8 @@ WINDOW_COLUMNS: Final = [
     "labeled_to",
     "detector_signals",
     "created_at",
+    "drift_status",
+    "alarms",
 ]
 # (column, kind, method): distances, because the 2,000-row reference is over Evidently's 1,000.
 DRIFT_COLUMNS: Final = [
@@ -659,7 +666,8 @@ def drift_rows(
             if column in DRIFTING:
                 statistic += episode * rng.uniform(0.03, 0.12)
             level = "drift" if statistic >= threshold else "warn" if statistic >= 0.5 * threshold else "ok"
-            yield (window_id, column, kind, method, float(statistic), None, threshold, level)
+            severity = float(statistic) / threshold
+            yield (window_id, column, kind, method, float(statistic), None, threshold, level, severity, "{}")
 
 
 DRIFT_METRIC_COLUMNS: Final = [
@@ -671,6 +679,8 @@ DRIFT_METRIC_COLUMNS: Final = [
     "p_value",
     "threshold",
     "level",
+    "severity",
+    "histogram",
 ]
 
 

@@ -21,7 +21,8 @@ from tests.factories import WindowFactory, deployment_with_live_version, make_ro
 from tests.test_retraining import FAST
 from tests.worker import private_queues
 
-DRIFTED = {"compensated": {"kswin": {"drift": True}}}
+# The retrain trigger's alarm, as the monitoring service writes it on a window.
+TRIGGERED = [{"kind": "retrain_trigger", "level": "drift", "calibrated": True, "reason": "compensated loss rose"}]
 
 
 @pytest.fixture
@@ -143,7 +144,7 @@ def test_the_auto_policy_sends_the_retrain_it_requests(
 ) -> None:
     dep = deployment_with_live_version()
     Deployment.objects.filter(pk=dep.pk).update(retrain_policy="auto")
-    window = WindowFactory.create(deployment=dep, detector_signals=DRIFTED)
+    window = WindowFactory.create(deployment=dep, alarms=TRIGGERED)
 
     sent = _sent_after_commit(django_capture_on_commit_callbacks, queue, lambda: policy.act_on_window(dep, window))
 
