@@ -62,6 +62,8 @@ READ_CHUNK: Final = 900
 MAX_CURVE_POINTS: Final = 200
 # The share of the job's progress bar that training takes; loading data and saving take the rest.
 TRAINING_SPAN: Final = 0.9
+# The candidate's profile comes from its held-out rows when at least this many were held out.
+MIN_HELD_OUT_PROFILE: Final = 500
 
 
 class Cancelled(Exception):
@@ -265,10 +267,6 @@ def heartbeat(job_id: int) -> Iterator[None]:
 
 
 # --- the round ----------------------------------------------------------------------------------
-
-
-# The candidate's profile comes from its held-out rows when at least this many were held out.
-MIN_HELD_OUT_PROFILE = 500
 
 
 @dataclass
@@ -506,16 +504,12 @@ def _profile(rows: _Rows, proba: torch.Tensor, labels: torch.Tensor, held_out: t
         from adaptive.services.monitoring import training_profile
     except ImportError:  # pragma: no cover - monitoring (windows and drift) is a separate module
         return {}
+    features = rows.features
     if len(held_out) >= MIN_HELD_OUT_PROFILE:
         index = held_out.sort().values
-        rows = _Rows(
-            ids=[rows.ids[i] for i in index.tolist()],
-            times=[rows.times[i] for i in index.tolist()],
-            features=[rows.features[i] for i in index.tolist()],
-            labels=[rows.labels[i] for i in index.tolist()],
-        )
+        features = [features[i] for i in index.tolist()]
         proba, labels = proba[index], labels[index]
-    profile: dict[str, Any] = training_profile(rows.features, proba.double().numpy(), labels.numpy())
+    profile: dict[str, Any] = training_profile(features, proba.double().numpy(), labels.numpy())
     return profile
 
 

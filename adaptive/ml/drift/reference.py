@@ -52,6 +52,7 @@ class DriftReference:
         self._nulls: dict[str, NullDistribution] = {}
         self._saved: dict[str, Sequence[float]] = dict(nulls or {})
         self._unsaved: set[str] = set()
+        self._kinds: dict[ColumnPath, str] = {}
 
     def values(self, path: ColumnPath) -> Any:
         """The raw values at ``path``; None if absent."""
@@ -79,12 +80,13 @@ class DriftReference:
         deviations of a rare flag says little), else ``kind``."""
         if kind != "numeric":
             return kind
-        numbers = self.sample(path, kind=kind, column=column).numbers
-        assert numbers is not None
-        distinct = np.unique(numbers)
-        if distinct.size <= BINARY_MAX_VALUES and np.all(distinct == np.round(distinct)):
-            return "categorical"
-        return kind
+        if path not in self._kinds:  # decided once per column, not per window
+            numbers = self.sample(path, kind=kind, column=column).numbers
+            assert numbers is not None
+            distinct = np.unique(numbers)
+            indicator = distinct.size <= BINARY_MAX_VALUES and bool(np.all(distinct == np.round(distinct)))
+            self._kinds[path] = "categorical" if indicator else kind
+        return self._kinds[path]
 
     def null(self, path: ColumnPath, *, kind: str, column: str, size: int) -> NullDistribution:
         """The column's null at the grid size at or below ``size`` (computed once per bucket)."""
