@@ -77,6 +77,15 @@ class Deployment(models.Model):
     compensation_lambda = models.FloatField(default=DEFAULT_LAMBDA)
     compensation_gamma = models.FloatField(default=DEFAULT_GAMMA)
     compensation_tau = models.FloatField(default=DEFAULT_TAU)
+    # The compensation gate (adaptive.ml.gate): when on, the share of the memory's correction that
+    # is served is learned from the labels (``compensation_strength``, written with each memory
+    # revision); when off, the full correction is served.
+    compensation_gate = models.BooleanField(
+        default=True, help_text="Learn from the labels how much of the correction to serve."
+    )
+    compensation_strength = models.FloatField(
+        default=0.0, help_text="The share of the correction served while the gate is on (learned)."
+    )
     # Bumped each time the error memory changes; serving processes compare it to their cache.
     memory_revision = models.BigIntegerField(default=0)
     # Bumped when the memory is replaced rather than extended (reset, rollback, promotion, settings
@@ -258,6 +267,10 @@ class Event(models.Model):
     score = models.FloatField()
     base_proba = models.JSONField(null=True, blank=True)
     proba = models.JSONField(null=True, blank=True)
+    # The score at the full strength of the correction, which the compensation gate learns from
+    # whatever strength was served (null when no correction was computed: empty memory, off).
+    full_score = models.FloatField(null=True, blank=True)
+    full_proba = models.JSONField(null=True, blank=True)
     label = models.SmallIntegerField(null=True, blank=True, help_text="Class index.")
     labeled_at = models.DateTimeField(null=True, blank=True)
     # The memory key computed at predict time (float32 little-endian), so feedback needs no second
@@ -427,6 +440,21 @@ class DriftMetric(models.Model):
 
     def __str__(self) -> str:
         return f"{self.column} {self.method}={self.statistic:.3g} ({self.level})"
+
+
+class GateState(models.Model):
+    """The compensation gate's evidence for one deployment (adaptive.ml.gate.CompensationGate).
+
+    Written under the deployment's row lock by the compensation-update job, with the strength it
+    implies copied to ``Deployment.compensation_strength`` for serving.
+    """
+
+    deployment = models.OneToOneField(Deployment, on_delete=models.CASCADE, related_name="gate_state")
+    state = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"compensation gate of {self.deployment_id}"
 
 
 class MonitorState(models.Model):

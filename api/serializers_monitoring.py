@@ -341,6 +341,27 @@ class MemorySupportSerializer(serializers.Serializer):
     )
 
 
+class GateSerializer(serializers.Serializer):
+    """The compensation gate (docs/adaptation.md, "The compensation gate")."""
+
+    enabled = serializers.BooleanField(help_text="Whether the served strength is learned (compensation_gate).")
+    served_strength = serializers.FloatField(help_text="The share of the correction predict serves now.")
+    strength = serializers.FloatField(help_text="The share the evidence supports (served while the gate is on).")
+    support = serializers.FloatField(help_text="Effective number of labels behind the evidence (discounted).")
+    labels_seen = serializers.IntegerField(help_text="Labels the gate has learned from.")
+    loss_change = serializers.FloatField(
+        allow_null=True, help_text="Mean change of log loss per label at `strength` (negative: it helps)."
+    )
+    loss_change_bound = serializers.FloatField(
+        allow_null=True, help_text="Its upper confidence bound; null before enough label batches."
+    )
+    full_loss_change = serializers.FloatField(allow_null=True, help_text="The same at full strength.")
+    full_loss_change_bound = serializers.FloatField(allow_null=True)
+    half_life = serializers.FloatField(help_text="Labels after which evidence weighs half.")
+    z = serializers.FloatField(help_text="Width of the confidence bound, in standard errors.")
+    min_support = serializers.FloatField(help_text="Labels before any correction is served.")
+
+
 class MemoryStatsSerializer(serializers.Serializer):
     version = serializers.IntegerField(allow_null=True, help_text="Whose memory; null for an external deployment.")
     live = serializers.BooleanField(help_text="Whether this is the memory serving now.")
@@ -364,6 +385,7 @@ class MemoryStatsSerializer(serializers.Serializer):
         help_text="How much evidence the live memory holds for the latest served events; null for a version "
         "that is not live.",
     )
+    gate = GateSerializer(help_text="The compensation gate: how much of the correction is served, and why.")
 
 
 class ErrorSampleSerializer(serializers.ModelSerializer):

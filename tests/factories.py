@@ -65,6 +65,10 @@ class DeploymentFactory(factory.django.DjangoModelFactory[Deployment]):
     task = "binary"
     classes = ["0", "1"]
     feature_schema = SCHEMA
+    # The full correction, so that tests of the memory see its effect after a handful of labels.
+    # Real deployments learn the strength (the default, True); tests/test_compensation_gate.py
+    # covers that path end to end, and tests/ml/test_gate.py the gate itself.
+    compensation_gate = False
 
 
 def model_artifacts(

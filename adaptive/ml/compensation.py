@@ -11,7 +11,9 @@ compares the neighbours' labels with the model's current score for the query; th
 scores the model gave those neighbours, i.e. the model's recent error there. ``w`` is not in the
 paper: it pulls an estimate resting on little evidence toward "no correction", so an empty or
 sparse memory leaves the base score alone (compensation must never make a stable stream much
-worse). Multiclass: the same on probability vectors, then clamped and renormalised.
+worse). Multiclass: the same on probability vectors, then clamped and renormalised. ``p_comp`` is
+what the memory proposes; how much of it a deployment serves is learned from its labels by the
+compensation gate (``adaptive.ml.gate``).
 
 Keys: the model's last hidden layer ``h = model.embed(x)``, centred by its training mean and
 L2-normalised. Centring matters: ReLU features are all >= 0, so uncentred keys crowd into one

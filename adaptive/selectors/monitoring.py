@@ -21,7 +21,17 @@ from django.http import Http404
 from adaptive.errors import InvalidInput
 from adaptive.ml.compensation import support_weight
 from adaptive.ml.drift import DETECTOR_KINDS, STATE_FORMAT, DetectorBank
-from adaptive.models import Deployment, DriftMetric, ErrorSample, Event, ModelVersion, MonitorState, Window
+from adaptive.ml.gate import CompensationGate
+from adaptive.models import (
+    Deployment,
+    DriftMetric,
+    ErrorSample,
+    Event,
+    GateState,
+    ModelVersion,
+    MonitorState,
+    Window,
+)
 from adaptive.runtime import compensation_config, decode_keys
 from adaptive.services.serving import memory_support
 
@@ -272,6 +282,29 @@ def memory_stats(deployment: Deployment, version: int | None) -> dict[str, Any]:
         "newest_sample_at": _extreme((g["newest"] for g in groups), max),
         "label_balance": _label_balance(deployment, groups, size),
         "support": _support(deployment, ref.id) if ref.live and not hosted_without_version else None,
+        "gate": gate_summary(deployment),
+    }
+
+
+def gate_summary(deployment: Deployment) -> dict[str, Any]:
+    """The compensation gate: whether it is on, the strength served, and the evidence behind it.
+
+    ``strength`` is what the evidence supports (adaptive.ml.gate.CompensationGate.strength);
+    ``served_strength`` what predict serves now: that strength while the gate is on, 1 when it is
+    off, 0 when compensation is off.
+    """
+    state = GateState.objects.filter(deployment=deployment).values_list("state", flat=True).first()
+    gate = CompensationGate.from_state(state or {})
+    served = 0.0
+    if deployment.compensation_enabled:
+        served = deployment.compensation_strength if deployment.compensation_gate else 1.0
+    return {
+        "enabled": deployment.compensation_gate,
+        "served_strength": served,
+        "half_life": gate.half_life,
+        "z": gate.z,
+        "min_support": gate.min_support,
+        **gate.summary(),
     }
 
 

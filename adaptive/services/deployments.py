@@ -16,6 +16,7 @@ from adaptive.services import audit
 SETTING_GROUPS: dict[str, tuple[str, ...]] = {
     "Compensation": (
         "compensation_enabled",
+        "compensation_gate",
         "memory_kind",
         "memory_capacity",
         "memory_k",

@@ -298,7 +298,7 @@ class _EventRows:
 
 _EVENT_COLUMNS = (
     "deployment_id, external_id, event_time, received_at, features, version_id, base_score, score, base_proba, proba, "
-    "key, served_revision"
+    "key, served_revision, full_score, full_proba"
 )
 
 
@@ -347,12 +347,16 @@ def _insert_events_postgresql(
             record["bp"] = scored.base_vectors[i]
         if scored.vectors is not None:
             record["p"] = scored.vectors[i]
+        if scored.full_scores is not None:
+            record["fs"] = scored.full_scores[i]
+        if scored.full_vectors is not None:
+            record["fp"] = scored.full_vectors[i]
         records.append(record)
     cursor.execute(
         f"INSERT INTO {table} ({_EVENT_COLUMNS}) "
-        "SELECT %s, t.id, t.ts, %s, t.f, %s, t.b, t.s, t.bp, t.p, decode(t.k, 'base64'), %s "
+        "SELECT %s, t.id, t.ts, %s, t.f, %s, t.b, t.s, t.bp, t.p, decode(t.k, 'base64'), %s, t.fs, t.fp "
         "FROM jsonb_to_recordset(%s::jsonb) "
-        "AS t(id text, ts timestamptz, f jsonb, b float8, s float8, bp jsonb, p jsonb, k text) "
+        "AS t(id text, ts timestamptz, f jsonb, b float8, s float8, bp jsonb, p jsonb, k text, fs float8, fp jsonb) "
         "ON CONFLICT (deployment_id, external_id) DO NOTHING RETURNING external_id",
         [
             deployment.pk,
@@ -390,7 +394,7 @@ def _insert_events_sqlite(
     scored = rows.scored
     version_id = version.pk if version is not None else None
     cursor.executemany(
-        f"INSERT INTO {table} ({_EVENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        f"INSERT INTO {table} ({_EVENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (deployment_id, external_id) DO NOTHING",
         [
             (
@@ -406,6 +410,8 @@ def _insert_events_sqlite(
                 dump(scored.vectors[i]) if scored.vectors is not None else None,
                 scored.keys[i],
                 scored.revision,
+                scored.full_scores[i] if scored.full_scores is not None else None,
+                dump(scored.full_vectors[i]) if scored.full_vectors is not None else None,
             )
             for i in range(len(rows.ids))
             if rows.ids[i] not in skip

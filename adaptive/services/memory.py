@@ -45,6 +45,7 @@ from adaptive.ml.architectures import logits_to_proba
 from adaptive.ml.compensation import keys_from_hidden
 from adaptive.ml.preprocessing import FeatureEncoder, RowError, TabularBatch
 from adaptive.models import Deployment, ErrorSample, Event, ModelVersion
+from adaptive.services import gate
 from adaptive.services.serving import non_finite_rows
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,9 @@ def apply_pending(deployment_id: int, *, limit: int = APPLY_BATCH) -> ApplyResul
                 deployment=deployment, label__isnull=False, memory_revision__isnull=True, key__isnull=False
             )
             .order_by("labeled_at", "id")
-            .values_list("id", "version_id", "key", "label", "base_score", "base_proba")[:limit]
+            .values_list("id", "version_id", "key", "label", "base_score", "base_proba", "full_score", "full_proba")[
+                :limit
+            ]
         )
         if not rows:
             return ApplyResult(0, 0, deployment.memory_revision)
@@ -141,7 +144,7 @@ def apply_pending(deployment_id: int, *, limit: int = APPLY_BATCH) -> ApplyResul
             deployment.pk,
             [
                 _Sample(version_id, event_id, bytes(key or b""), int(label or 0), base_score, base_proba)
-                for event_id, version_id, key, label, base_score, base_proba in rows
+                for event_id, version_id, key, label, base_score, base_proba, _, _ in rows
                 if (version_id, event_id) not in taken
             ],
             revision,
@@ -152,7 +155,13 @@ def apply_pending(deployment_id: int, *, limit: int = APPLY_BATCH) -> ApplyResul
         evicted = 0
         for version_id in {r[1] for r in rows}:
             evicted += _evict(deployment, version_id, revision)
-        Deployment.objects.filter(pk=deployment.pk).update(memory_revision=revision)
+        # The gate learns from the same labels, in the same transaction: its strength and the
+        # revision that holds those labels reach serving together.
+        strength = gate.learn(deployment, [(r[3], r[4], r[5], r[6], r[7]) for r in rows])
+        changes: dict[str, Any] = {"memory_revision": revision}
+        if strength is not None:
+            changes["compensation_strength"] = strength
+        Deployment.objects.filter(pk=deployment.pk).update(**changes)
     return ApplyResult(len(rows), evicted, revision)
 
 

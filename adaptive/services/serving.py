@@ -16,6 +16,7 @@ import torch
 from adaptive.errors import InvalidInput
 from adaptive.ml.architectures import logits_to_proba
 from adaptive.ml.compensation import compensate, keys_from_hidden
+from adaptive.ml.gate import blend
 from adaptive.ml.preprocessing import RowError
 from adaptive.models import Deployment, ModelVersion
 from adaptive.runtime import compensation_config, encode_keys, live_memory, load_version
@@ -31,6 +32,10 @@ class Scored:
     vectors: list[list[float]] | None
     keys: list[bytes]
     revision: int
+    # The scores at the full strength of the correction, which the compensation gate learns from
+    # (None when no correction was computed: compensation off or an empty memory).
+    full_scores: list[float] | None = None
+    full_vectors: list[list[float]] | None = None
 
 
 def score_hosted(deployment: Deployment, version: ModelVersion, features: list[dict]) -> Scored:
@@ -44,8 +49,8 @@ def score_hosted(deployment: Deployment, version: ModelVersion, features: list[d
         p_base = logits_to_proba(loaded.model.head(h))
         keys = keys_from_hidden(h, loaded.key_mean)
         _refuse_non_finite(p_base, keys, "features", "the model's output for this row is not a finite number")
-        p_comp, revision = _compensate(deployment, version.pk, keys, p_base)
-    return _scored(p_base, p_comp, keys, revision)
+        p_comp, p_full, revision = _compensate(deployment, version.pk, keys, p_base)
+    return _scored(p_base, p_comp, p_full, keys, revision)
 
 
 def score_external(deployment: Deployment, p_base: torch.Tensor, keys: torch.Tensor) -> Scored:
@@ -53,8 +58,8 @@ def score_external(deployment: Deployment, p_base: torch.Tensor, keys: torch.Ten
     with torch.inference_mode():
         keys = keys_from_hidden(keys, torch.zeros(keys.shape[1]))
         _refuse_non_finite(p_base, keys, "key", "cannot be normalised to a finite unit vector")
-        p_comp, revision = _compensate(deployment, None, keys, p_base)
-    return _scored(p_base, p_comp, keys, revision)
+        p_comp, p_full, revision = _compensate(deployment, None, keys, p_base)
+    return _scored(p_base, p_comp, p_full, keys, revision)
 
 
 def non_finite_rows(p_base: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -74,19 +79,28 @@ def _refuse_non_finite(p_base: torch.Tensor, keys: torch.Tensor, field: str, rea
 
 def _compensate(
     deployment: Deployment, version_id: int | None, keys: torch.Tensor, p_base: torch.Tensor
-) -> tuple[torch.Tensor, int]:
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """The served scores, the full-strength ones (None when nothing was corrected) and the revision.
+
+    The served score is ``blend(p_base, p_full, strength)``: the gate's learned strength while
+    ``compensation_gate`` is on (adaptive.ml.gate), the full correction otherwise.
+    """
     live = live_memory(deployment, version_id, keys.shape[1])
     if not deployment.compensation_enabled:
-        return p_base, live.revision
+        return p_base, None, live.revision
     with live.lock:
         if len(live.memory) == 0:
-            return p_base, live.revision
+            return p_base, None, live.revision
         readout = live.memory.estimate(keys)
         revision = live.revision
-    return compensate(p_base, readout, compensation_config(deployment)), revision
+    p_full = compensate(p_base, readout, compensation_config(deployment))
+    strength = deployment.compensation_strength if deployment.compensation_gate else 1.0
+    return blend(p_base, p_full, strength), p_full, revision
 
 
-def _scored(p_base: torch.Tensor, p_comp: torch.Tensor, keys: torch.Tensor, revision: int) -> Scored:
+def _scored(
+    p_base: torch.Tensor, p_comp: torch.Tensor, p_full: torch.Tensor | None, keys: torch.Tensor, revision: int
+) -> Scored:
     if p_base.dim() == 1:
         return Scored(
             base_scores=p_base.double().tolist(),
@@ -95,6 +109,7 @@ def _scored(p_base: torch.Tensor, p_comp: torch.Tensor, keys: torch.Tensor, revi
             vectors=None,
             keys=encode_keys(keys),
             revision=revision,
+            full_scores=None if p_full is None else p_full.double().tolist(),
         )
     base_vectors = p_base.double().tolist()
     vectors = p_comp.double().tolist()
@@ -105,6 +120,7 @@ def _scored(p_base: torch.Tensor, p_comp: torch.Tensor, keys: torch.Tensor, revi
         vectors=vectors,
         keys=encode_keys(keys),
         revision=revision,
+        full_vectors=None if p_full is None else p_full.double().tolist(),
     )
 
 

@@ -394,6 +394,7 @@
       ["Support (latest events)", !support ? "–" : support.events === 0 ? "no event served by this version yet"
         : `${fmt.pct(support.hit_rate)} of ${support.events} with neighbours`],
       ["Label balance", m.label_balance.map((b) => `${b.name} ${fmt.pct(b.share, 0)}`).join(" · ") || "–"],
+      ["Correction served", gateText(m)],
     ];
     replaceChildren(document.getElementById("memory-stats"), items.map(([k, v]) => el("div", {}, el("dt", { class: "muted", text: k }), el("dd", { class: "flush", text: v }))));
     document.getElementById("memory-revision").textContent = fmt.int(m.revision);
@@ -401,6 +402,18 @@
       lastRevision = m.revision;
       if (samplesOffset === 0) await loadSamples();
     }
+  }
+
+  // The compensation gate: the share of the memory's correction served, learned from the labels.
+  function gateText(m) {
+    const g = m.gate;
+    if (!m.compensation_enabled) return "none (compensation off)";
+    if (!g.enabled) return "100% (gate off: full correction)";
+    const served = `${fmt.pct(g.served_strength, 0)}`;
+    if (g.support < g.min_support) return `${served} (learning: ${fmt.int(g.support)} of ${fmt.int(g.min_support)} labels)`;
+    const change = g.loss_change_bound === null ? "" : `; log loss ${g.loss_change >= 0 ? "+" : ""}${fmt.num(g.loss_change)} per label, bound ${fmt.num(g.loss_change_bound)}`;
+    const why = g.served_strength === 0 ? "no clear gain at any strength" : `learned from ${fmt.int(g.support)} labels`;
+    return `${served} (${why}${change})`;
   }
 
   async function loadSamples() {
