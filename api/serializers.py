@@ -37,6 +37,14 @@ class VersionSummarySerializer(serializers.ModelSerializer):
             "properties": {
                 "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH},
                 "type": {"type": "string", "enum": list(FEATURE_TYPES)},
+                "nullable": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": (
+                        "Accept null as a missing value: a number becomes its training mean plus a missing "
+                        "indicator input, a category a category of its own. Otherwise null is a 400."
+                    ),
+                },
             },
             "required": ["name", "type"],
             "additionalProperties": False,
@@ -109,11 +117,19 @@ class DeploymentSerializer(AdaptationSettingsFields, StrictModelSerializer):
             "status",
             "live_version",
             "memory_revision",
+            "compensation_strength",
             *SETTINGS,
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["status", "live_version", "memory_revision", "created_at", "updated_at"]
+        read_only_fields = [
+            "status",
+            "live_version",
+            "memory_revision",
+            "compensation_strength",
+            "created_at",
+            "updated_at",
+        ]
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         external = attrs.get("serving") == Deployment.Serving.EXTERNAL
@@ -206,7 +222,9 @@ class VersionUploadSerializer(serializers.Serializer):
         help_text=(
             'JSON: {"architecture": "mlp"|"deepfm", "config": {...}, "preprocessing": {"numeric": '
             '{name: {"mean", "std"}}, "categorical": {name: {"vocab": [...]}}}, "threshold": 0.5, '
-            '"key_mean": [...]}'
+            '"key_mean": [...], "data_start": "2024-01-01T00:00:00Z", "data_end": "2024-03-01T00:00:00Z"}. '
+            "data_start/data_end (optional, each alone too): the training period shown in lineage, ISO "
+            "8601 with a timezone ('Z' or an offset); a timestamp without one is a 400, end must not precede start."
         )
     )
 

@@ -8,16 +8,31 @@ Three plain-JSON formats meet here:
   "categorical": {"carrier": {"vocab": ["AA", "UA"]}}}``;
 * **rows**, one ``{feature name: value}`` object per event, as the predict API receives them.
 
+A schema entry may add ``"nullable": true``; then ``null`` (or NaN, from in-process callers) is a
+*missing value*, not an error. A missing number becomes its training mean (0 once standardised)
+plus a missing-indicator input (1.0 when missing, else 0.0): the indicators follow the numeric
+columns, one per nullable numeric feature in schema order, so a model learns what "missing" means
+rather than reading it as an average value. A missing category is a category of its own, ``null``
+in the vocab, or the unknown bucket when training saw none. The key must still be in the row.
+
 Categorical index 0 is the *unknown bucket*: vocab item ``i`` maps to ``i + 1``, and a value the vocab
 does not know maps to 0. JSON clients send categories as strings, integers or booleans; they are
 matched by their string form (``str(7) == "7"``, booleans as ``"true"``/``"false"``, the JSON spelling),
 so a vocab fitted on ``7`` also matches ``"7"``.
+
+A categorical column's stats may carry ``"unknown_buckets": B`` (1 when absent). With ``B > 1`` the
+unknown values share ``B`` buckets instead of one: an unknown value goes to index
+``zlib.crc32(utf-8 string form) % B`` (stable across processes, unlike ``hash()``), and vocab item
+``i`` to ``i + B``, so distinct unseen users or products are not all scored alike. ``B == 1`` is the
+layout above, unchanged. Either way new vocab items are appended after the existing indexes, which
+is what lets a retrain grow a vocabulary (adaptive.ml.vocab).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -42,6 +57,9 @@ _FLOAT32_MAX: Final = FLOAT32_MAX
 
 # Index of the bucket shared by every categorical value the vocab does not know.
 UNKNOWN_INDEX: Final = 0
+# Most shared buckets a column's unknown values may hash into: each is an embedding row that only
+# unknown values train, and a few hundred already keep most unseen values apart.
+MAX_UNKNOWN_BUCKETS: Final = 1024
 
 
 class SchemaError(ValueError):
@@ -72,23 +90,50 @@ class RowError(ValueError):
 
 @dataclass(frozen=True)
 class FeatureSchema:
-    """The features of a deployment: all names in the given order, and the names of each type."""
+    """The features of a deployment: all names in the given order, the names of each type, and the
+    names of the features that accept missing values (``nullable``)."""
 
     names: tuple[str, ...]
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
+    nullable: frozenset[str] = frozenset()
 
-    def to_json(self) -> list[dict[str, str]]:
-        """Return the schema in its JSON form; ``parse_schema(s.to_json()) == s``."""
+    @property
+    def nullable_numeric(self) -> tuple[str, ...]:
+        """The nullable numeric features in schema order: one missing-indicator input each."""
+        return tuple(name for name in self.numeric if name in self.nullable)
+
+    def to_json(self) -> list[dict[str, str | bool]]:
+        """Return the schema in its JSON form; ``parse_schema(s.to_json()) == s``.
+
+        ``"nullable"`` is written only when true, so a schema without nullable features reads back
+        exactly as it was written before the key existed.
+        """
         numeric = set(self.numeric)
-        return [{"name": name, "type": NUMERIC if name in numeric else CATEGORICAL} for name in self.names]
+        entries: list[dict[str, str | bool]] = []
+        for name in self.names:
+            entry: dict[str, str | bool] = {"name": name, "type": NUMERIC if name in numeric else CATEGORICAL}
+            if name in self.nullable:
+                entry["nullable"] = True
+            entries.append(entry)
+        return entries
+
+
+# Drift tests a nullable feature's share of missing values as a column of its own, named so.
+MISSING_SUFFIX: Final = " (missing)"
+
+
+def missing_column(name: str) -> str:
+    """The name of the drift column that holds the missing share of nullable feature ``name``."""
+    return name + MISSING_SUFFIX
 
 
 def parse_schema(obj: object) -> FeatureSchema:
     """Validate a schema in its JSON form and return it as a ``FeatureSchema``.
 
-    Raises ``SchemaError`` naming the entry at fault. Entries may only carry ``name`` and ``type``:
-    an unknown key is far more often a typo (``"typ"``) than intended metadata.
+    Raises ``SchemaError`` naming the entry at fault. Entries may only carry ``name``, ``type`` and
+    ``nullable`` (a boolean, false when absent): an unknown key is far more often a typo (``"typ"``)
+    than intended metadata.
     """
     if not isinstance(obj, list):
         raise SchemaError(f"feature schema must be a list of features, got {_describe(obj)}")
@@ -99,13 +144,14 @@ def parse_schema(obj: object) -> FeatureSchema:
     names: list[str] = []
     numeric: list[str] = []
     categorical: list[str] = []
+    nullable: list[str] = []
     seen: set[str] = set()
     for position, entry in enumerate(obj):
         if not isinstance(entry, dict):
             raise SchemaError(f"feature {position}: expected an object, got {_describe(entry)}")
-        unknown = sorted(str(key) for key in entry if key not in ("name", "type"))
+        unknown = sorted(str(key) for key in entry if key not in ("name", "type", "nullable"))
         if unknown:
-            raise SchemaError(f"feature {position}: unknown keys {', '.join(unknown)} (allowed: name, type)")
+            raise SchemaError(f"feature {position}: unknown keys {', '.join(unknown)} (allowed: name, type, nullable)")
         name = entry.get("name")
         if not isinstance(name, str) or not name.strip():
             raise SchemaError(f"feature {position}: name must be a non-empty string, got {name!r}")
@@ -119,10 +165,27 @@ def parse_schema(obj: object) -> FeatureSchema:
         kind = entry.get("type")
         if kind not in FEATURE_TYPES:
             raise SchemaError(f"feature {name!r}: type must be one of {', '.join(FEATURE_TYPES)}, got {kind!r}")
+        is_nullable = entry.get("nullable", False)
+        if type(is_nullable) is not bool:  # 1 or "true" would be a guess at what the client meant
+            raise SchemaError(f"feature {name!r}: nullable must be true or false, got {is_nullable!r}")
+        if is_nullable:
+            if len(missing_column(name)) > MAX_NAME_LENGTH:
+                raise SchemaError(
+                    f"feature {name!r}: a nullable feature's name has at most "
+                    f"{MAX_NAME_LENGTH - len(MISSING_SUFFIX)} characters (its drift column adds {MISSING_SUFFIX!r})"
+                )
+            nullable.append(name)
         seen.add(name)
         names.append(name)
         (numeric if kind == NUMERIC else categorical).append(name)
-    return FeatureSchema(names=tuple(names), numeric=tuple(numeric), categorical=tuple(categorical))
+    for name in nullable:
+        if missing_column(name) in seen:
+            raise SchemaError(
+                f"feature {missing_column(name)!r}: clashes with the drift column of nullable feature {name!r}"
+            )
+    return FeatureSchema(
+        names=tuple(names), numeric=tuple(numeric), categorical=tuple(categorical), nullable=frozenset(nullable)
+    )
 
 
 # --- input spec and batches ---------------------------------------------------------------------
@@ -132,8 +195,9 @@ def parse_schema(obj: object) -> FeatureSchema:
 class InputSpec:
     """What an architecture needs to know about its inputs.
 
+    ``n_numeric`` counts the numeric features and the missing indicators of the nullable ones.
     ``cardinalities[j]`` is the number of embedding rows for categorical feature ``j``:
-    ``len(vocab) + 1``, the extra row being the unknown bucket.
+    ``len(vocab) + unknown_buckets`` (``+ 1`` by default, the extra row being the unknown bucket).
     """
 
     n_numeric: int
@@ -150,9 +214,27 @@ def input_spec(schema: FeatureSchema, stats: dict[str, Any]) -> InputSpec:
     validate_preprocessing(schema, stats)
     vocabs = stats.get(CATEGORICAL, {})
     return InputSpec(
-        n_numeric=len(schema.numeric),
-        cardinalities=tuple(len(vocabs[name]["vocab"]) + 1 for name in schema.categorical),
+        n_numeric=len(schema.numeric) + len(schema.nullable_numeric),
+        cardinalities=tuple(len(vocabs[name]["vocab"]) + unknown_buckets(vocabs[name]) for name in schema.categorical),
     )
+
+
+def unknown_buckets(entry: dict[str, Any]) -> int:
+    """How many shared buckets a (validated) categorical stats entry gives unknown values."""
+    buckets: int = entry.get("unknown_buckets", 1)
+    return buckets
+
+
+def unknown_bucket(key: object, buckets: int) -> int:
+    """The index of the bucket an unknown categorical key lands in, among ``buckets``.
+
+    A CRC-32 of the key's UTF-8 string form: the same in every process and on every machine (Python's
+    ``hash`` of a string is salted per process), so a value keeps its bucket across restarts.
+    """
+    if buckets == 1:
+        return UNKNOWN_INDEX
+    text = key if isinstance(key, str) else "null" if key is None else str(key)
+    return zlib.crc32(text.encode("utf-8", "surrogatepass")) % buckets
 
 
 @dataclass(frozen=True)
@@ -160,7 +242,8 @@ class TabularBatch:
     """Encoded rows: standardised numeric features and categorical indices, one row per event.
 
     ``numeric`` is float [N, n_numeric] and ``categorical`` int64 [N, n_categorical], in the order of
-    ``FeatureSchema.numeric`` and ``FeatureSchema.categorical``.
+    ``FeatureSchema.numeric`` (then one missing indicator per ``FeatureSchema.nullable_numeric``)
+    and ``FeatureSchema.categorical``.
     """
 
     numeric: torch.Tensor
@@ -247,13 +330,19 @@ def validate_preprocessing(schema: FeatureSchema, stats: object) -> None:
             if name in expected[other]:
                 raise PreprocessingError(f"{name}: is {other} in the schema but has {section} stats")
     for name in schema.numeric:
-        _check_numeric_stats(name, sections[NUMERIC][name])
+        _check_numeric_stats(name, sections[NUMERIC][name], nullable=name in schema.nullable)
     for name in schema.categorical:
-        _check_categorical_stats(name, sections[CATEGORICAL][name])
+        _check_categorical_stats(name, sections[CATEGORICAL][name], nullable=name in schema.nullable)
 
 
-def _check_numeric_stats(name: str, entry: object) -> None:
-    if not isinstance(entry, dict) or set(entry) != {"mean", "std"}:
+def _check_numeric_stats(name: str, entry: object, *, nullable: bool = False) -> None:
+    # A nullable column may say which share of its training values was missing (informative only).
+    allowed = {"mean", "std", "missing"} if nullable else {"mean", "std"}
+    if not isinstance(entry, dict) or not {"mean", "std"} <= set(entry) <= allowed:
+        if nullable:
+            raise PreprocessingError(
+                f"{name}: numeric stats must be an object with 'mean', 'std' and optionally 'missing'"
+            )
         raise PreprocessingError(f"{name}: numeric stats must be an object with exactly 'mean' and 'std'")
     for key in ("mean", "std"):
         value = entry[key]
@@ -261,19 +350,32 @@ def _check_numeric_stats(name: str, entry: object) -> None:
             raise PreprocessingError(f"{name}: {key} must be a finite number (in float32), got {value!r}")
     if entry["std"] < 0:
         raise PreprocessingError(f"{name}: std must be >= 0, got {entry['std']!r}")
+    missing = entry.get("missing", 0.0)
+    if not _is_number(missing) or not 0.0 <= missing <= 1.0:
+        raise PreprocessingError(f"{name}: missing must be a share between 0 and 1, got {missing!r}")
 
 
-def _check_categorical_stats(name: str, entry: object) -> None:
-    if not isinstance(entry, dict) or set(entry) != {"vocab"}:
-        raise PreprocessingError(f"{name}: categorical stats must be an object with exactly 'vocab'")
+def _check_categorical_stats(name: str, entry: object, *, nullable: bool = False) -> None:
+    if not isinstance(entry, dict) or "vocab" not in entry or not set(entry) <= {"vocab", "unknown_buckets"}:
+        raise PreprocessingError(
+            f"{name}: categorical stats must be an object with 'vocab' and optionally 'unknown_buckets'"
+        )
+    buckets = entry.get("unknown_buckets", 1)
+    if not _is_int(buckets) or not 1 <= buckets <= MAX_UNKNOWN_BUCKETS:
+        raise PreprocessingError(
+            f"{name}: unknown_buckets must be an integer in 1..{MAX_UNKNOWN_BUCKETS}, got {buckets!r}"
+        )
     vocab = entry["vocab"]
     if not isinstance(vocab, list):
         raise PreprocessingError(f"{name}: vocab must be a list of strings, got {_describe(vocab)}")
-    seen: set[str] = set()
+    seen: set[str | None] = set()
     for item in vocab:
-        if not isinstance(item, str):
-            raise PreprocessingError(f"{name}: vocab items must be strings, got {item!r}")
-        if len(item) > MAX_CATEGORY_LENGTH:
+        if item is None and nullable:
+            pass  # the category of missing values
+        elif not isinstance(item, str):
+            hint = " (null only in a nullable feature's vocab)" if item is None else ""
+            raise PreprocessingError(f"{name}: vocab items must be strings, got {item!r}{hint}")
+        elif len(item) > MAX_CATEGORY_LENGTH:
             raise PreprocessingError(f"{name}: vocab items must have at most {MAX_CATEGORY_LENGTH} characters")
         if item in seen:
             raise PreprocessingError(f"{name}: vocab has duplicate value {item!r}")
@@ -286,14 +388,21 @@ def fit_preprocessing(
     *,
     max_vocab: int | None = None,
     min_count: int = 1,
+    unknown_buckets: int | dict[str, int] = 1,
 ) -> dict[str, Any]:
     """Compute preprocessing stats from training rows.
 
     Numeric: mean and population standard deviation (0 for a constant column; the encoder then
     divides by 1). Categorical: values seen at least ``min_count`` times, most frequent first (ties by
-    value, so the result does not depend on row order), at most ``max_vocab`` of them. Rows are
+    value, so the result does not depend on row order), at most ``max_vocab`` of them. A nullable
+    numeric column's mean and std are those of its non-missing values (0 and 0 when all are
+    missing) and ``"missing"`` is its share of missing values; a nullable categorical column counts
+    missing as a value, ``None`` (JSON null) in its vocab. Rows are
     validated exactly as ``FeatureEncoder.encode`` validates them, so bad rows raise ``RowError``.
+    ``unknown_buckets``: the shared buckets of unknown values, for every categorical column or per
+    column name (absent names get 1); a column with 1 gets no ``unknown_buckets`` key.
     """
+    buckets = _buckets_per_column(schema, unknown_buckets)
     if max_vocab is not None and (not _is_int(max_vocab) or max_vocab < 1):
         raise PreprocessingError(f"max_vocab must be a positive integer or None, got {max_vocab!r}")
     if not _is_int(min_count) or min_count < 1:
@@ -304,8 +413,17 @@ def fit_preprocessing(
     raw, codes = _read_rows(schema, rows, indexes, [(-_FLOAT32_MAX, _FLOAT32_MAX)] * len(schema.numeric))
 
     numeric: dict[str, dict[str, float]] = {}
+    indicators = dict(zip(schema.nullable_numeric, range(len(schema.numeric), raw.shape[1]), strict=True))
     for column, name in enumerate(schema.numeric):
         values = raw[:, column]
+        missing_share: float | None = None
+        if name in indicators:
+            missing = raw[:, indicators[name]] == 1.0
+            missing_share = float(missing.mean())
+            values = values[~missing]
+            if not values.size:  # nothing to standardise: the indicator alone carries the column
+                numeric[name] = {"mean": 0.0, "std": 0.0, "missing": missing_share}
+                continue
         low, high = float(values.min()), float(values.max())
         if low == high:
             # np.std of a constant column can come out as 1e-17 rather than 0, and dividing by it
@@ -317,14 +435,54 @@ def fit_preprocessing(
         if not (math.isfinite(mean) and math.isfinite(std)):
             raise PreprocessingError(f"{name}: values are too large to standardise")
         numeric[name] = {"mean": mean, "std": std}
+        if missing_share is not None:
+            numeric[name]["missing"] = missing_share
 
-    categorical: dict[str, dict[str, list[str]]] = {}
+    categorical: dict[str, dict[str, Any]] = {}
     for column, (name, index) in enumerate(zip(schema.categorical, indexes, strict=True)):
         counts = np.bincount(codes[:, column], minlength=len(index))
-        ranked = sorted(zip(index, counts.tolist(), strict=True), key=lambda item: (-item[1], item[0]))
+        # Ties by value, the missing value (None) after the strings, so the order is total.
+        ranked = sorted(
+            zip(index, counts.tolist(), strict=True),
+            key=lambda item: (-item[1], item[0] is None, item[0] or ""),
+        )
         vocab = [value for value, count in ranked if count >= min_count]
         categorical[name] = {"vocab": vocab if max_vocab is None else vocab[:max_vocab]}
+        if buckets[name] > 1:
+            categorical[name]["unknown_buckets"] = buckets[name]
     return {NUMERIC: numeric, CATEGORICAL: categorical}
+
+
+def _buckets_per_column(schema: FeatureSchema, unknown_buckets: int | dict[str, int]) -> dict[str, int]:
+    """``fit_preprocessing``'s ``unknown_buckets`` as one checked count per categorical column."""
+    if isinstance(unknown_buckets, dict):
+        strays = sorted(str(name) for name in unknown_buckets if name not in schema.categorical)
+        if strays:
+            raise PreprocessingError(f"unknown_buckets names {strays[0]!r}, which is not a categorical feature")
+        wanted = {name: unknown_buckets.get(name, 1) for name in schema.categorical}
+    else:
+        wanted = dict.fromkeys(schema.categorical, unknown_buckets)
+    for name, buckets in wanted.items():
+        if not _is_int(buckets) or not 1 <= buckets <= MAX_UNKNOWN_BUCKETS:
+            raise PreprocessingError(
+                f"{name}: unknown_buckets must be an integer in 1..{MAX_UNKNOWN_BUCKETS}, got {buckets!r}"
+            )
+    return wanted
+
+
+def category_counts(schema: FeatureSchema, rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """How often each categorical value (by its string form, as the encoder matches it) occurs in rows.
+
+    Rows are validated as ``FeatureEncoder.encode`` validates them (numbers need only be finite in
+    float32), so a bad row raises ``RowError``. Used to grow a vocabulary (adaptive.ml.vocab).
+    """
+    indexes = [_FirstSeenIndex() for _ in schema.categorical]
+    _, codes = _read_rows(schema, rows, indexes, [(-_FLOAT32_MAX, _FLOAT32_MAX)] * len(schema.numeric))
+    counts: dict[str, dict[str, int]] = {}
+    for column, (name, index) in enumerate(zip(schema.categorical, indexes, strict=True)):
+        per_code = np.bincount(codes[:, column], minlength=len(index)).tolist()
+        counts[name] = {value: per_code[code] for value, code in index.items()}
+    return counts
 
 
 # --- encoding -----------------------------------------------------------------------------------
@@ -345,9 +503,7 @@ class FeatureEncoder:
         self._mean = np.array([numeric_stats[name]["mean"] for name in schema.numeric], dtype=np.float64)
         # A constant training column has std 0: every value then maps to (x - mean) / 1.
         self._std = np.array([numeric_stats[name]["std"] or 1.0 for name in schema.numeric], dtype=np.float64)
-        self._indexes = tuple(
-            _VocabIndex({value: i + 1 for i, value in enumerate(vocabs[name]["vocab"])}) for name in schema.categorical
-        )
+        self._indexes = tuple(_vocab_index(vocabs[name]) for name in schema.categorical)
         # Raw values must be finite float32 numbers within MAX_STANDARDISED training standard
         # deviations of the training mean (limits.py), checked per value while reading so the first
         # bad value in the batch is the one reported.
@@ -357,14 +513,20 @@ class FeatureEncoder:
         self._bounds = [
             (max(low, -_FLOAT32_MAX), min(high, _FLOAT32_MAX)) for low, high in zip(lows, highs, strict=True)
         ]
+        # A missing value is read as its column's training mean, so it standardises to exactly 0;
+        # the indicator columns after the numeric ones pass through the arithmetic as they are.
+        self._fills = {name: float(numeric_stats[name]["mean"]) for name in schema.nullable_numeric}
+        if self._fills:
+            self._mean = np.concatenate([self._mean, np.zeros(len(self._fills))])
+            self._std = np.concatenate([self._std, np.ones(len(self._fills))])
         self.spec = InputSpec(
-            n_numeric=len(schema.numeric),
-            cardinalities=tuple(len(index) + 1 for index in self._indexes),
+            n_numeric=len(schema.numeric) + len(self._fills),
+            cardinalities=tuple(len(index) + index.buckets for index in self._indexes),
         )
 
     def encode(self, rows: list[dict[str, Any]]) -> TabularBatch:
         """Validate and encode ``rows``; raises ``RowError`` for the first invalid value."""
-        raw, codes = _read_rows(self.schema, rows, self._indexes, self._bounds)
+        raw, codes = _read_rows(self.schema, rows, self._indexes, self._bounds, self._fills)
         scaled = ((raw - self._mean) / self._std).astype(np.float32)
         if not np.isfinite(scaled).all():
             # Unreachable given the bounds above; kept so a rounding surprise fails loudly, not as inf.
@@ -380,8 +542,33 @@ class _VocabIndex(dict[str, int]):
     miss, which is what lets the encoder and the fitter share one loop.
     """
 
+    buckets = 1
+
     def __missing__(self, key: str) -> int:
         return UNKNOWN_INDEX
+
+
+class _HashedVocabIndex(_VocabIndex):
+    """Vocab lookup where unknown values hash into ``buckets`` shared buckets (``unknown_bucket``).
+
+    Misses are not stored: a stream of distinct unseen values must not grow the index.
+    """
+
+    def __init__(self, mapping: dict[str, int], buckets: int) -> None:
+        super().__init__(mapping)
+        self.buckets = buckets
+
+    def __missing__(self, key: str) -> int:
+        if type(key) is str:  # what the encoder looks up; unknown_bucket inlined, it runs per unknown value
+            return zlib.crc32(key.encode("utf-8", "surrogatepass")) % self.buckets
+        return unknown_bucket(key, self.buckets)
+
+
+def _vocab_index(entry: dict[str, Any]) -> _VocabIndex:
+    """The lookup of a (validated) categorical stats entry: vocab item ``i`` -> ``i + buckets``."""
+    buckets = unknown_buckets(entry)
+    mapping = {value: i + buckets for i, value in enumerate(entry["vocab"])}
+    return _VocabIndex(mapping) if buckets == 1 else _HashedVocabIndex(mapping, buckets)
 
 
 class _FirstSeenIndex(dict[str, int]):
@@ -397,18 +584,31 @@ def _read_rows(
     rows: list[dict[str, Any]],
     indexes: Sequence[dict[str, int]],
     bounds: Sequence[tuple[float, float]],
+    fills: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate rows and return raw numeric values (float64) and categorical codes (int64).
 
     Codes come from ``indexes[j][key]`` for categorical feature ``j``; numeric feature ``j`` must lie in
     ``bounds[j]`` (which also rules out NaN and infinities). One loop, schema order within a row, so the
     error raised is always the first problem in reading order.
+
+    Missing values (None, NaN) of nullable features: a number is read as ``fills[name]`` (0.0 when not
+    given) and sets its indicator, one column per ``schema.nullable_numeric`` after the numeric ones;
+    a category is looked up as the key ``None``. Both checks sit in branches that valid values of
+    other features never reach, so schemas without nullable features read as fast as before.
     """
     if not isinstance(rows, list):
         raise TypeError(f"rows must be a list, got {type(rows).__name__}")
     n_rows, n_numeric, n_categorical = len(rows), len(schema.numeric), len(schema.categorical)
     n_features = len(schema.names)
-    numeric: list[float] = [0.0] * (n_rows * n_numeric)
+    # The numeric block of a row: its numeric values, then the missing indicators.
+    width = n_numeric + len(schema.nullable_numeric)
+    numeric: list[float] = [0.0] * (n_rows * width)
+    # name -> (offset of its indicator in the row's block, value read in place of a missing one).
+    missing_slots = {
+        name: (n_numeric + m, (fills or {}).get(name, 0.0)) for m, name in enumerate(schema.nullable_numeric)
+    }
+    nullable = schema.nullable
     categorical: list[int] = [0] * (n_rows * n_categorical)
     # (name, column, vocab index or None for a numeric feature, low, high), in schema order.
     plan: list[tuple[str, int, dict[str, int] | None, float, float]] = []
@@ -437,10 +637,15 @@ def _read_rows(
             kind = type(value)
             if index is None:
                 if kind is not float and kind is not int:
-                    value = _as_number(i, name, value)
+                    # null is a missing value (NaN, below) in a nullable feature and an error elsewhere.
+                    value = math.nan if value is None and name in missing_slots else _as_number(i, name, value)
                 # One comparison rejects NaN and infinities too (NaN compares false).
                 if not low <= value <= high:
-                    raise _range_problem(i, name, value, low, high)
+                    if value != value and name in missing_slots:  # NaN, in a nullable feature: missing
+                        flag, value = missing_slots[name]
+                        numeric[numeric_base + flag] = 1.0
+                    else:
+                        raise _range_problem(i, name, value, low, high)
                 numeric[numeric_base + column] = value
             else:
                 if kind is str:
@@ -451,14 +656,21 @@ def _read_rows(
                     key = "true" if value else "false"
                 elif kind is int:
                     key = str(value)
+                elif name in nullable and _is_missing(value):
+                    key = None  # the vocab's key of the missing category (JSON null)
                 else:
                     key = _as_category(i, name, value)
                 categorical[categorical_base + column] = index[key]
-        numeric_base += n_numeric
+        numeric_base += width
         categorical_base += n_categorical
-    raw = np.array(numeric, dtype=np.float64).reshape(n_rows, n_numeric)
+    raw = np.array(numeric, dtype=np.float64).reshape(n_rows, width)
     codes = np.array(categorical, dtype=np.int64).reshape(n_rows, n_categorical)
     return raw, codes
+
+
+def _is_missing(value: object) -> bool:
+    """Whether a value stands for "missing": null, or a NaN from an in-process caller (pandas)."""
+    return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
 
 def _as_number(index: int, name: str, value: object) -> float:

@@ -70,7 +70,7 @@ from django.utils import timezone
 from adaptive.ml import cbpe, drift
 from adaptive.ml.cusum import CusumStep, LossCusum
 from adaptive.ml.drift.calibration import DEFAULT_STATUS_ALPHA, CalibratedResult
-from adaptive.ml.drift.reference import Assessment, DriftReference, WindowColumn, assess_window
+from adaptive.ml.drift.reference import Assessment, DriftReference, WindowColumn, assess_window, feature_columns
 from adaptive.ml.flips import LOG_LOSS_EPS, log_loss, roc_auc
 from adaptive.ml.jsonsafe import jsonable
 from adaptive.ml.limits import MAX_NAME_LENGTH
@@ -620,13 +620,10 @@ def _drift_rows(
     each judged against its calibrated null (adaptive.ml.drift.calibration), and the window's
     assessment (its dataset status and the columns that raise it)."""
     kinds = {entry["name"]: entry["type"] for entry in deployment.feature_schema}
+    # Each feature, and after a nullable one its missing share ("<name> (missing)").
     columns: list[tuple[str, str, WindowColumn]] = [
-        (
-            name,
-            DriftMetric.ColumnKind.FEATURE,
-            WindowColumn(name, ("features", name), kind, current["features"].get(name) or []),
-        )
-        for name, kind in kinds.items()
+        (entry.column, DriftMetric.ColumnKind.FEATURE, entry)
+        for entry in feature_columns(deployment.feature_schema, current["features"])
     ]
     names = _special_column_names(set(kinds))
     for key, special_kind, value_kind in (

@@ -56,8 +56,12 @@ def _importance(deployment: Deployment, version: ModelVersion, profile: dict[str
     if not labels or any(len(features.get(name) or []) != len(labels) for name in names):
         return {}
     rows = [{name: features[name][i] for name in names} for i in range(len(labels))]
-    # Rows with a missing value cannot be encoded; the rest are a sample all the same.
-    keep = [i for i, row in enumerate(rows) if all(value is not None for value in row.values())]
+    # A missing value (null in the profile) is encoded only in a nullable feature: rows with one
+    # elsewhere are left out, and the rest are a sample all the same.
+    nullable = {entry["name"] for entry in deployment.feature_schema if entry.get("nullable") is True}
+    keep = [
+        i for i, row in enumerate(rows) if all(value is not None or name in nullable for name, value in row.items())
+    ]
     if len(keep) < 2:
         return {}
     loaded = load_version(deployment, version)

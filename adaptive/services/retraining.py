@@ -18,8 +18,16 @@ waited in the queue. The round's data:
 * the ``recent`` labeled events just before it are the new data;
 * a seeded random sample of the older ones is the replay (data accumulates, it is never replaced).
 
-Features are encoded with the live version's preprocessing, kept fixed so that the candidate's
-inputs have the same shapes and meaning and its weights load into the same architecture.
+Features are encoded with the live version's preprocessing: the numeric standardisation is kept
+fixed, so inputs keep their meaning. Vocabularies grow unless ``grow_vocab`` is false: a category the
+live version does not know that the round's training rows (recent and replay) show at least
+``vocab_min_count`` times is appended to its vocabulary, and the live model's embedding tables get a
+row for it, a copy of the unknown bucket that scored it so far (adaptive.ml.vocab). The extended model
+scores every event exactly as the live one, so the round starts from the live version's predictions
+and distils from them unchanged, and the candidate's flip report measures what training changed.
+Without growth a user, product or route first seen after the first version would stay in the
+unknown bucket in every later version. The candidate keeps the grown preprocessing; its metrics say
+how many values each column gained (``metrics["vocab_growth"]``).
 """
 
 from __future__ import annotations
@@ -45,8 +53,16 @@ from adaptive.errors import Conflict, InvalidInput
 from adaptive.ml.architectures import build_model
 from adaptive.ml.compensation import fit_key_mean
 from adaptive.ml.jsonsafe import jsonable
-from adaptive.ml.preprocessing import FeatureEncoder, RowError, TabularBatch, input_spec, parse_schema
+from adaptive.ml.preprocessing import (
+    FeatureEncoder,
+    FeatureSchema,
+    RowError,
+    TabularBatch,
+    input_spec,
+    parse_schema,
+)
 from adaptive.ml.training import Progress, TrainConfig, TrainResult, continual_train, resolve_device
+from adaptive.ml.vocab import VocabGrowth, extend_model, grow_vocabularies
 from adaptive.ml.weights import load_into, state_dict_to_bytes
 from adaptive.models import AuditEntry, Deployment, Event, Job, ModelVersion
 from adaptive.services import audit, dispatch, profiling
@@ -64,6 +80,8 @@ MAX_CURVE_POINTS: Final = 200
 TRAINING_SPAN: Final = 0.9
 # The candidate's profile comes from its held-out rows when at least this many were held out.
 MIN_HELD_OUT_PROFILE: Final = 500
+# A version's notes name at most this many grown columns (the metrics hold them all).
+MAX_NOTED_COLUMNS: Final = 10
 
 
 class Cancelled(Exception):
@@ -109,6 +127,13 @@ RETRAIN_PARAMS: Final[dict[str, _Param]] = {
     # Early stopping on the validation split of the new data; null trains every epoch.
     "patience": _Param(int, 3, 1, 10_000, nullable=True),
     "seed": _Param(int, 0, 0, 2**31 - 1),
+    # Append the categories the round's training rows show to the vocabularies (module docstring).
+    "grow_vocab": _Param(bool, True),
+    # A new category needs this many training rows in the round: below it, its own embedding row
+    # would be fitted to one or two labels (the same floor bench/stream_replay.py fits first vocabs with).
+    "vocab_min_count": _Param(int, 3, 1, 1_000_000),
+    # At most this many new categories per column and round, the most frequent first.
+    "vocab_max_new": _Param(int, 10_000, 1, 1_000_000),
 }
 
 
@@ -315,8 +340,16 @@ def _train_candidate(
     assert live is not None
     data = _round_data(job, deployment, params)
     loaded = runtime.load_version(deployment, live)
-    new_batch, new_labels = _encode(loaded.encoder, data.recent)
-    replay = _encode(loaded.encoder, data.replay) if len(data.replay) else None
+    schema = parse_schema(deployment.feature_schema)
+    growth = _grow(schema, live.preprocessing, data, params)
+    model, encoder = loaded.model, loaded.encoder
+    if growth is not None and growth.grew:
+        # A new model: the loaded one is the cached copy that serves the live version.
+        model = extend_model(loaded.model, schema, live.preprocessing, growth)
+        encoder = FeatureEncoder(schema, growth.stats)
+    preprocessing = growth.stats if growth is not None else live.preprocessing
+    new_batch, new_labels = _encode(encoder, data.recent)
+    replay = _encode(encoder, data.replay) if len(data.replay) else None
 
     def on_epoch(point: Progress) -> None:
         reporter(point)
@@ -325,15 +358,10 @@ def _train_candidate(
 
     reporter.write(0.0, f"training on {len(data.recent)} recent + {len(data.replay)} replayed events")
     config = _train_config(params, replay_size=len(data.replay))
-    result = continual_train(loaded.model, (new_batch, new_labels), replay, config, progress=on_epoch)
+    result = continual_train(model, (new_batch, new_labels), replay, config, progress=on_epoch)
 
     reporter.write(TRAINING_SPAN, "saving the candidate")
-    candidate = build_model(
-        live.architecture,
-        live.config,
-        input_spec(parse_schema(deployment.feature_schema), live.preprocessing),
-        deployment.n_outputs,
-    )
+    candidate = build_model(live.architecture, live.config, input_spec(schema, preprocessing), deployment.n_outputs)
     load_into(candidate, result.state_dict)
     candidate.eval()
     key_mean = fit_key_mean(candidate, _concat(new_batch, replay[0] if replay is not None else None))
@@ -342,9 +370,16 @@ def _train_candidate(
     weights = state_dict_to_bytes(candidate)
     relative, digest = artifacts.store_weights(deployment.slug, weights)
     times = data.recent.times + data.replay.times
+    metrics = _metrics(result, holdout=data.holdout, n_labeled=data.n_labeled)
+    notes = f"retrained from v{live.number} by job {job.pk}"
+    if growth is not None:
+        metrics["vocab_growth"] = {"min_count": params["vocab_min_count"], "added": growth.counts()}
+        notes += _growth_note(growth)
     version = _register_candidate(
         job,
         deployment,
+        preprocessing=preprocessing,
+        notes=notes,
         weights_path=relative,
         weights_sha256=digest,
         weights_size=len(weights),
@@ -352,9 +387,41 @@ def _train_candidate(
         profile=_profile(data.recent, recent_proba, new_labels, result.validation_index),
         data_start=min(times),
         data_end=max(times),
-        metrics=_metrics(result, holdout=data.holdout, n_labeled=data.n_labeled),
+        metrics=metrics,
     )
     return profiling.describe_version(version)
+
+
+def _grow(
+    schema: FeatureSchema, parent: dict[str, Any], data: _RoundData, params: dict[str, Any]
+) -> VocabGrowth | None:
+    """The live version's preprocessing with the round's new categories appended (None: not asked).
+
+    Counted over the rows the candidate trains on, recent and replay, never the holdout: a category
+    only the holdout shows would get a row that no training step has moved.
+    """
+    if not params["grow_vocab"]:
+        return None
+    ids = data.recent.ids + data.replay.ids
+    try:
+        return grow_vocabularies(
+            schema,
+            parent,
+            data.recent.features + data.replay.features,
+            min_count=params["vocab_min_count"],
+            max_new=params["vocab_max_new"],
+        )
+    except RowError as exc:
+        raise RetrainError(f"event {ids[exc.index]} no longer encodes: {exc.field}: {exc.reason}") from exc
+
+
+def _growth_note(growth: VocabGrowth) -> str:
+    """``"; vocabularies grown: user_id +412, movie_id +96"`` for the version's notes ("" when none grew)."""
+    grown = [f"{name} +{n}" for name, n in growth.counts().items() if n]
+    if not grown:
+        return ""
+    more = f" and {len(grown) - MAX_NOTED_COLUMNS} more columns" if len(grown) > MAX_NOTED_COLUMNS else ""
+    return "; vocabularies grown: " + ", ".join(grown[:MAX_NOTED_COLUMNS]) + more
 
 
 @dataclass
@@ -431,12 +498,10 @@ def _register_candidate(job: Job, deployment: Deployment, **fields: Any) -> Mode
             parent=live,
             architecture=live.architecture,
             config=live.config,
-            preprocessing=live.preprocessing,
             threshold=live.threshold,
             status=ModelVersion.Status.CANDIDATE,
             origin=ModelVersion.Origin.RETRAINED,
             origin_job=job,
-            notes=f"retrained from v{live.number} by job {job.pk}",
             created_by=job.requested_by,
             **fields,
         )

@@ -7,6 +7,9 @@ but no serializer touches the rows.
 
 from __future__ import annotations
 
+import json
+import math
+
 import orjson
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiExample, extend_schema
@@ -46,10 +49,24 @@ def _deployment_for(request: Request, slug: str) -> Deployment:
 
 
 def _body(request: Request) -> object:
+    """The JSON body. ``NaN`` tokens (not JSON, but what Python's json.dumps and pandas write for a
+    missing value) are read as NaN: a nullable feature takes them as missing, anything else refuses
+    them with a 400 naming the field. orjson refuses them, so such a body takes the slower stdlib
+    parser; every other body stays on orjson."""
     try:
         return orjson.loads(request.body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput("body", f"not valid JSON: {exc}") from exc
+        try:
+            return json.loads(request.body, parse_constant=_nan_only)
+        except (ValueError, RecursionError):
+            raise InvalidInput("body", f"not valid JSON: {exc}") from exc
+
+
+def _nan_only(token: str) -> float:
+    """``NaN`` is a missing value; ``Infinity`` and ``-Infinity`` stay invalid JSON."""
+    if token == "NaN":
+        return math.nan
+    raise ValueError(f"{token} is not a number JSON allows")
 
 
 class PredictView(APIView):

@@ -1,10 +1,15 @@
 """A drift reference and one window's calibrated assessment against it.
 
 The reference has a training profile's layout: ``{"features": {name: [values]}, "prediction": [...],
-"label": [...], "error": [...]}``. :class:`DriftReference` cleans each column once and keeps each
-column's calibrated null per window-size bucket, so a process that closes window after window
-calibrates a column a few times in its life. :func:`assess_window` tests a window's columns and
-decides the window's dataset status; the monitoring service and bench/alarms.py both call it.
+"label": [...], "error": [...]}``. A nullable feature adds a column of its own, ``"<name> (missing)"``
+(:func:`feature_columns`): its 0/1 missing indicator, read from the feature's values at the path
+``("missing", name)``, so a change in how often a value is missing is tested as a change in a
+category's share, while the feature's own column is tested on its non-missing values.
+
+:class:`DriftReference` cleans each column once and keeps each column's calibrated null per
+window-size bucket, so a process that closes window after window calibrates a column a few times in
+its life. :func:`assess_window` tests a window's columns and decides the window's dataset status;
+the monitoring service and bench/alarms.py both call it.
 """
 
 from __future__ import annotations
@@ -28,10 +33,13 @@ from adaptive.ml.drift.calibration import (
     size_bucket,
 )
 from adaptive.ml.drift.columns import Level
-from adaptive.ml.drift.samples import ColumnSample, column_sample
+from adaptive.ml.drift.samples import ColumnSample, column_sample, is_missing
+from adaptive.ml.preprocessing import missing_column
 
-# ("features", name) for a feature, (special column, "") for prediction, label and error.
+# ("features", name) for a feature, ("missing", name) for a nullable feature's missing indicator,
+# (special column, "") for prediction, label and error.
 ColumnPath = tuple[str, str]
+MISSING_GROUP = "missing"
 # Numeric columns with at most this many distinct (integer) reference values are tested as categories.
 BINARY_MAX_VALUES = 2
 
@@ -59,6 +67,9 @@ class DriftReference:
         group, name = path
         if group == "features":
             return (self._source.get("features") or {}).get(name)
+        if group == MISSING_GROUP:
+            values = (self._source.get("features") or {}).get(name)
+            return None if values is None else missing_indicator(values)
         return self._source.get(group)
 
     def sample(self, path: ColumnPath, *, kind: str, column: str) -> ColumnSample:
@@ -123,6 +134,29 @@ class WindowColumn:
     path: ColumnPath
     kind: str
     values: Sequence[Any]
+
+
+def missing_indicator(values: Sequence[Any]) -> list[int]:
+    """1 where a value is missing (None or NaN), else 0: a nullable feature's missing-share column."""
+    return [1 if is_missing(value) else 0 for value in values]
+
+
+def feature_columns(schema: Sequence[Mapping[str, Any]], features: Mapping[str, Sequence[Any]]) -> list[WindowColumn]:
+    """A window's feature columns in schema order, each nullable feature followed by its missing
+    share (``"<name> (missing)"``, a categorical 0/1 column).
+
+    ``schema`` is the feature schema in its JSON form; ``features`` the window's values by name (a
+    feature the window lacks gets no values, and is skipped by :func:`assess_window`).
+    """
+    columns = []
+    for entry in schema:
+        name, values = entry["name"], features.get(entry["name"]) or []
+        columns.append(WindowColumn(name, ("features", name), entry["type"], values))
+        if entry.get("nullable") is True:
+            columns.append(
+                WindowColumn(missing_column(name), (MISSING_GROUP, name), "categorical", missing_indicator(values))
+            )
+    return columns
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,11 @@ def sample_of(values: ColumnValues | ColumnSample, *, kind: str, column: str, wi
     return column_sample(values, kind=kind, column=column, window=window)
 
 
+def is_missing(value: object) -> bool:
+    """Whether a value counts as missing: None, or NaN (a number missing in pandas or NumPy data)."""
+    return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
+
+
 def check_kind(kind: str) -> None:
     """Raise ``ValueError`` unless ``kind`` is a column kind."""
     if kind not in COLUMN_KINDS:
