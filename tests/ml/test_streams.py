@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from adaptive.ml.preprocessing import FeatureEncoder, fit_preprocessing, parse_schema
+from adaptive.ml.stream_gss import GSS_LEAKY_COLUMNS
 from adaptive.ml.streams import (
     FLIGHTS_LEAKY_COLUMNS,
     MOVIELENS_LEAKY_COLUMNS,
@@ -71,8 +72,8 @@ def test_labels_are_binary_with_both_classes(stream: Stream) -> None:
 
 
 def test_no_column_that_leaks_the_label_is_a_feature(stream: Stream) -> None:
-    leaky = FLIGHTS_LEAKY_COLUMNS if stream.name == "flights" else MOVIELENS_LEAKY_COLUMNS
-    assert not leaky & set(stream.feature_names)
+    leaky = {"flights": FLIGHTS_LEAKY_COLUMNS, "movielens": MOVIELENS_LEAKY_COLUMNS, "gss": GSS_LEAKY_COLUMNS}
+    assert not leaky[stream.name] & set(stream.feature_names)
 
 
 def test_flights_times_are_utc_scheduled_departures() -> None:
