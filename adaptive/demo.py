@@ -41,7 +41,6 @@ import numpy as np
 import torch
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
 from django.utils import timezone
 
 from adaptive.errors import Conflict
@@ -211,12 +210,10 @@ def _ensure_version(
         notes=f"Demo: trained by manage.py demo_setup on the {n_train} flights before {until:%Y-%m-%d}.",
         log=log,
     )
-    with transaction.atomic():  # a version without its training period could not be reused
-        version, _ = registry.upload_version(deployment=deployment, spec=spec, weights=weights, actor=None)
-        # The training period is not part of an upload's spec; the replay is cut where it ends.
-        version.data_start = _aware(stream.times[0])
-        version.data_end = until
-        version.save(update_fields=["data_start", "data_end"])
+    # The training period travels in the spec, as any client's would; the replay is cut where it ends.
+    spec["data_start"] = _aware(stream.times[0]).isoformat()
+    spec["data_end"] = until.isoformat()
+    version, _ = registry.upload_version(deployment=deployment, spec=spec, weights=weights, actor=None)
     deployment.refresh_from_db()
     log(f"uploaded v{version.number} ({version.weights_sha256[:12]}), live: {deployment.live_version_id == version.pk}")
     return version, True

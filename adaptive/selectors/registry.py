@@ -37,9 +37,11 @@ def get_version(slug: str, number: int) -> ModelVersion:
 
 
 def version_rows(deployment: Deployment) -> list[dict[str, Any]]:
-    """Number, status, origin, architecture and creation time of every version, newest first."""
+    """Number, parent's number, status, origin, architecture, training range and creation time of
+    every version, newest first: what the lineage table shows before its script loads."""
     rows = ModelVersion.objects.filter(deployment=deployment).order_by("-number")
-    return [dict(row) for row in rows.values("number", "status", "origin", "architecture", "created_at")]
+    fields = ("number", "parent__number", "status", "origin", "architecture", "data_start", "data_end", "created_at")
+    return [dict(row) for row in rows.values(*fields)]
 
 
 def ingestion_keys(deployment: Deployment, *, usable_first: bool = False) -> QuerySet[IngestionKey]:

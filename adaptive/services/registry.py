@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,18 @@ from adaptive.ml.weights import WeightsError, check_state_dict, load_state_dict_
 from adaptive.models import AuditEntry, Deployment, ModelVersion, Release
 from adaptive.services import audit, profiling
 
-SPEC_KEYS = {"architecture", "config", "preprocessing", "key_mean", "threshold", "notes", "metrics", "profile"}
+SPEC_KEYS = {
+    "architecture",
+    "config",
+    "preprocessing",
+    "key_mean",
+    "threshold",
+    "notes",
+    "metrics",
+    "profile",
+    "data_start",
+    "data_end",
+}
 # A drift reference is a sample: at most this many values per column.
 MAX_PROFILE_VALUES = 10_000
 
@@ -96,7 +108,43 @@ def validate_spec(deployment: Deployment, spec: Any) -> dict[str, Any]:
         raise InvalidInput("spec.metrics", "must be a JSON object")
     if "profile" in spec:
         _check_profile(spec["profile"], schema, max(2, len(deployment.classes)))
-    return {**spec, "config": config, "threshold": float(threshold)}
+    data_start, data_end = _training_range(spec)
+    return {**spec, "config": config, "threshold": float(threshold), "data_start": data_start, "data_end": data_end}
+
+
+# Longer than any ISO 8601 timestamp with microseconds and an offset: the error stays short.
+MAX_TIMESTAMP_LENGTH = 64
+
+
+def _training_range(spec: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
+    """The period the weights were trained on, as lineage shows it: each end optional.
+
+    A timestamp without a timezone is refused rather than read as UTC or as the server's zone: a
+    guess would shift the range by hours (the demo cuts its replay where the first version's range ends).
+    """
+    ends = {name: _timestamp(spec.get(name), f"spec.{name}") for name in ("data_start", "data_end")}
+    start, end = ends["data_start"], ends["data_end"]
+    if start is not None and end is not None and end < start:
+        raise InvalidInput("spec.data_end", f"is before spec.data_start ({end.isoformat()} < {start.isoformat()})")
+    return start, end
+
+
+def _timestamp(value: Any, field: str) -> datetime | None:
+    if value is None:
+        return None
+    rule = "must be an ISO 8601 timestamp with a timezone, e.g. '2024-03-01T00:00:00Z'"
+    if not isinstance(value, str) or len(value) > MAX_TIMESTAMP_LENGTH:
+        raise InvalidInput(field, f"{rule}; got {value!r:.60}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(field, f"{rule}; got {value!r}") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise InvalidInput(field, f"has no timezone: add 'Z' for UTC or an offset such as '+02:00'; got {value!r}")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(field, f"is out of range once converted to UTC; got {value!r}") from None
 
 
 def _check_profile(profile: Any, schema: FeatureSchema, n_classes: int) -> None:
@@ -206,6 +254,8 @@ def upload_version(*, deployment: Deployment, spec: Any, weights: bytes, actor: 
             origin=ModelVersion.Origin.UPLOADED,
             metrics=spec.get("metrics", {}),
             notes=spec.get("notes", ""),
+            data_start=spec["data_start"],
+            data_end=spec["data_end"],
             created_by=audit.user_of(actor),
         )
         audit.record(
@@ -240,8 +290,9 @@ def upload_version(*, deployment: Deployment, spec: Any, weights: bytes, actor: 
 
 
 def _same_spec(version: ModelVersion, spec: dict[str, Any]) -> bool:
-    """The whole spec, notes and profile included: the same weights with a new drift profile or new
-    notes are a new version, not a retry (a retry used to get the old version back, silently)."""
+    """The whole spec, notes, profile and training range included: the same weights with a new drift
+    profile or new notes are a new version, not a retry (a retry used to get the old version back,
+    silently). Timestamps compare as instants: '+02:00' and the same moment in 'Z' are one range."""
     return (
         version.architecture == spec["architecture"]
         and version.config == spec["config"]
@@ -251,4 +302,6 @@ def _same_spec(version: ModelVersion, spec: dict[str, Any]) -> bool:
         and version.profile == spec.get("profile", {})
         and version.notes == spec.get("notes", "")
         and version.metrics == spec.get("metrics", {})
+        and version.data_start == spec["data_start"]
+        and version.data_end == spec["data_end"]
     )

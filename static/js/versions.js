@@ -24,7 +24,8 @@
       : v.status === "candidate" || v.status === "rejected"
         ? el("button", { type: "button", class: "secondary", "data-action": "promote", "data-version": v.number, text: "Promote…" })
         : el("button", { type: "button", class: "secondary", "data-action": "rollback", "data-version": v.number, text: "Roll back to…" });
-    const range = v.data_start ? `${fmt.time(v.data_start)} → ${fmt.time(v.data_end)}` : "–";
+    // Either end may be missing (an upload's spec may give one alone).
+    const range = v.data_start || v.data_end ? `${fmt.time(v.data_start)} → ${fmt.time(v.data_end)}` : "–";
     return el("tr", { "data-version": v.number },
       el("th", { scope: "row" }, `v${v.number}`, v.status === "live" ? el("span", { class: "band band-ok beside", text: "live" }) : null),
       el("td", { text: v.parent ? `v${v.parent}` : "–" }),
