@@ -17,13 +17,20 @@ and ``s`` is learned online from the labels, per deployment:
 * For each ``s`` the gate keeps the exponentially discounted mean and variance of the paired
   difference ``d_s = loss_s - loss_0`` (half-life ``half_life`` labels, so old evidence fades when
   the stream changes), and the effective number of labels behind them.
-* The confidence bound gates, the point estimate chooses: among the strengths whose upper bound
-  on the mean loss change, ``mean(d_s) + z * se(d_s)``, is below zero (the labels show, with about
-  97.5% confidence, that serving them lowers the loss), it serves the one with the lowest mean.
-  Where no strength's bound is below zero (no evidence that correcting helps, or too little of it),
-  ``s = 0``: the base score, unchanged. Below ``min_support`` effective labels the gate stays
-  closed whatever the means say. (Serving the strength with the best *bound* instead was as safe
-  on the controls but kept less of the gain: 90% instead of 98-100% on the gss stream.)
+* The confidence bound opens the gate, the point estimate chooses the strength: among the
+  strengths whose upper bound on the mean loss change, ``mean(d_s) + z * se(d_s)``, is below zero
+  (the labels show, with about 97.5% confidence, that serving them lowers the loss), it serves the
+  one with the lowest mean. Where no strength's bound is below zero (no evidence that correcting
+  helps, or too little of it), ``s = 0``: the base score, unchanged. Below ``min_support``
+  effective labels the gate stays closed whatever the means say.
+* Hysteresis: once open, the gate stays open, at the strength with the lowest mean, for as long as
+  some strength's *mean* still shows a gain; it closes when none does. Opening takes proof,
+  staying open only that the gain has not gone. A bad spell on a drifting stream (a storm day
+  whose late flights the memory learns two batches too late) widens the bound for a long time; a
+  gate that closed on it stayed shut through the good weeks that followed, and served worse than
+  both the base model and the full correction over the first 10% of the demo's year.
+  (Serving the strength with the best *bound* instead of the best mean was as safe on the controls
+  but kept less of the gain: 90% instead of 98-100% on the gss stream.)
 
 Labels arrive in batches whose events share one memory state, so neighbouring loss differences are
 correlated and the plain standard error is too small; the variance is therefore computed over
@@ -98,6 +105,8 @@ class CompensationGate:
     min_support: float = DEFAULT_MIN_SUPPORT
     evidence: list[GateEvidence] = field(default_factory=lambda: [GateEvidence() for _ in STRENGTHS])
     labels_seen: int = 0
+    # Whether a gain has been shown since the gate last closed (see strength).
+    is_open: bool = False
 
     def __post_init__(self) -> None:
         if not (self.half_life > 0 and math.isfinite(self.z) and self.z >= 0 and self.min_support >= 0):
@@ -135,6 +144,7 @@ class CompensationGate:
             evidence.batch_weight_sq = fade * fade * evidence.batch_weight_sq + w_sum * w_sum
             evidence.batch_sq = fade * evidence.batch_sq + w_sum * batch_mean * batch_mean
         self.labels_seen += n
+        self.is_open = self._decide()[0]
 
     # --- serving ------------------------------------------------------------------------------
 
@@ -148,14 +158,22 @@ class CompensationGate:
         return self.evidence[0].weight
 
     def strength(self) -> float:
-        """The strength to serve: the best mean among those with a clear gain, or 0 without one."""
+        """The strength to serve (see the module docstring): 0 unless a gain has been shown."""
+        return self._decide()[1]
+
+    def _decide(self) -> tuple[bool, float]:
+        """(open, strength): open on a proven gain; once open, stay while the estimate shows one."""
         if self.support < self.min_support:
-            return 0.0
-        best, best_mean = 0.0, 0.0
-        for strength, bound, evidence in zip(STRENGTHS, self.bounds(), self.evidence, strict=True):
-            if bound < 0 and evidence.mean() < best_mean:
-                best, best_mean = strength, evidence.mean()
-        return best
+            return False, 0.0
+        means = [e.mean() for e in self.evidence]
+        proven = [(m, s) for s, m, bound in zip(STRENGTHS, means, self.bounds(), strict=True) if bound < 0]
+        if proven:
+            return True, min(proven)[1]
+        if self.is_open:
+            hopeful = [(m, s) for s, m in zip(STRENGTHS, means, strict=True) if s > 0 and m < 0]
+            if hopeful:
+                return True, min(hopeful)[1]
+        return False, 0.0
 
     def summary(self) -> dict[str, Any]:
         """The gate as reported by the API and the dashboard (plain JSON)."""
@@ -163,6 +181,7 @@ class CompensationGate:
         chosen = self.evidence[STRENGTHS.index(strength)]
         full = self.evidence[-1]
         return {
+            "open": self.is_open,
             "strength": strength,
             "support": round(self.support, 1),
             "labels_seen": self.labels_seen,
@@ -178,6 +197,7 @@ class CompensationGate:
         return {
             "version": STATE_VERSION,
             "labels_seen": self.labels_seen,
+            "open": self.is_open,
             "evidence": [[e.weight, e.total, e.batch_weight, e.batch_weight_sq, e.batch_sq] for e in self.evidence],
         }
 
@@ -198,6 +218,7 @@ class CompensationGate:
         gate.evidence = evidence
         labels_seen = state.get("labels_seen")
         gate.labels_seen = labels_seen if isinstance(labels_seen, int) and labels_seen >= 0 else 0
+        gate.is_open = state.get("open") is True
         return gate
 
 

@@ -131,3 +131,21 @@ def test_bad_parameters_and_shapes_are_refused() -> None:
         CompensationGate(z=-1)
     with pytest.raises(ValueError, match="differ"):
         CompensationGate().update(torch.zeros(3), torch.zeros(4), torch.zeros(3))
+
+
+def test_an_open_gate_rides_out_a_bad_spell_and_closes_when_the_gain_is_gone() -> None:
+    gate = CompensationGate(half_life=1e12)
+    _feed(gate, *_stream(3000, seed=8, helps=1), batch=250)
+    assert gate.is_open and gate.strength() > 0
+    # A short spell where the correction hurts: the bound no longer shows a gain, the mean still
+    # does, and the gate stays open (a shut gate would need the proof all over again).
+    p_base, p_full, labels = _stream(2000, seed=9, helps=-1)
+    _feed(gate, p_base, p_full, labels, 250)
+    assert all(bound >= 0 for bound in gate.bounds()[1:])
+    assert gate.is_open and gate.strength() > 0
+    # A fresh gate on the same evidence stays shut: opening takes proof.
+    assert CompensationGate.from_state({**gate.state_dict(), "open": False}).strength() == 0.0
+    # A long one: no strength's mean shows a gain any more, and the gate closes.
+    _feed(gate, *_stream(20_000, seed=10, helps=-1), batch=250)
+    assert not gate.is_open and gate.strength() == 0.0
+    assert CompensationGate.from_state(gate.state_dict()).is_open is False
