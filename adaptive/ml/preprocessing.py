@@ -8,7 +8,7 @@ Three plain-JSON formats meet here:
   "categorical": {"carrier": {"vocab": ["AA", "UA"]}}}``;
 * **rows**, one ``{feature name: value}`` object per event, as the predict API receives them.
 
-A schema entry may add ``"nullable": true``; then ``null`` (or NaN, from in-process callers) is a
+A schema entry may add ``"nullable": true``; then ``null`` (or NaN, which the ingest API reads too) is a
 *missing value*, not an error. A missing number becomes its training mean (0 once standardised)
 plus a missing-indicator input (1.0 when missing, else 0.0): the indicators follow the numeric
 columns, one per nullable numeric feature in schema order, so a model learns what "missing" means

@@ -95,6 +95,11 @@ def test_deployment_page_shows_drift_detectors_memory_samples_and_controls(sessi
     expect(grid.locator("tr", has_text="dep_delay").locator(".band-drift")).to_have_count(0)
     expect(page.locator("#detectors")).to_contain_text(re.compile("adwin", re.IGNORECASE))
     expect(page.locator("#memory-stats")).to_have_text(re.compile(r"\d"))
+    # The compensation gate: what share of the correction is served, and why.
+    gate_on = Deployment.objects.values_list("compensation_gate", flat=True).get(pk=seeded.deployment.pk)
+    served = "learning: 0 of 200 labels" if gate_on else "100% (gate off: full correction)"
+    expect(page.locator("#memory-stats")).to_contain_text("Correction served")
+    expect(page.locator("#memory-stats")).to_contain_text(served)
 
     # The newest samples a page at a time (the contract says 20; any page smaller than the memory will do).
     samples = page.locator("table#samples tbody tr")
