@@ -131,6 +131,14 @@ def compensation_config(deployment: Deployment) -> CompensationConfig:
     )
 
 
+def served_strength(deployment: Deployment) -> float:
+    """The share of the memory's correction predict serves: the gate's learned strength while the
+    gate is on, all of it when it is off, none when compensation is off (adaptive.ml.gate)."""
+    if not deployment.compensation_enabled:
+        return 0.0
+    return deployment.compensation_strength if deployment.compensation_gate else 1.0
+
+
 @dataclass
 class LiveMemory:
     memory: ErrorMemory
@@ -219,6 +227,18 @@ def _load_samples(live: LiveMemory, deployment: Deployment, version_id: int | No
     live.revision = target
 
 
+def is_stored_score(score: Any, n_outputs: int) -> bool:
+    """A stored score (a float, or a list of ``n_outputs`` for multiclass) of probabilities in [0, 1].
+
+    Ingestion stores nothing else, but a row written by an older release or by hand must not fail
+    every read of it; NaN fails the range check too.
+    """
+    values = score if isinstance(score, list) else (score,)
+    if len(values) != n_outputs:
+        return False
+    return all(isinstance(v, float | int) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in values)
+
+
 def _usable_samples(
     chunk: list[tuple[Any, Any, Any]], dim: int, n_outputs: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -234,9 +254,8 @@ def _usable_samples(
         key, label, score = row
         if key is None or len(key) != width or not isinstance(label, int) or not 0 <= label < n_classes:
             continue
-        values = score if isinstance(score, list) else (score,)
-        if len(values) != n_outputs or not all(isinstance(v, float | int) and 0.0 <= v <= 1.0 for v in values):
-            continue  # NaN fails the range check too
+        if not is_stored_score(score, n_outputs):
+            continue
         usable.append(row)
     keys = decode_keys([r[0] for r in usable], dim)
     labels = torch.tensor([r[1] for r in usable], dtype=torch.long if n_outputs > 1 else torch.float32)

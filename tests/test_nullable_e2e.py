@@ -22,7 +22,6 @@ from adaptive.ml.preprocessing import FeatureEncoder, fit_preprocessing, input_s
 from adaptive.ml.weights import state_dict_to_bytes
 from adaptive.models import Deployment, DriftMetric, ErrorSample, Event, Job, ModelVersion
 from adaptive.services import ingest, memory, monitoring, retraining
-from adaptive.services.keys import create_key
 from adaptive.services.monitoring import training_profile
 from tasks import monitoring as monitoring_tasks
 from tasks import training as training_tasks
@@ -92,14 +91,6 @@ def deployment(admin_client: APIClient) -> Deployment:
     assert r.status_code == 201, r.content
     Deployment.objects.filter(slug="flights").update(window_events=600)
     return Deployment.objects.get(slug="flights")
-
-
-@pytest.fixture
-def ingest_client(deployment: Deployment) -> APIClient:
-    _, raw = create_key(deployment=deployment, name="k", actor=None)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Key {raw}")
-    return client
 
 
 def predict(client: APIClient, rows: list[dict[str, Any]], prefix: str) -> Any:

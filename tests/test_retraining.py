@@ -44,8 +44,10 @@ def add_labeled_events(
     prefix: str = "e",
     start: datetime = START,
     label: Callable[[dict[str, Any]], int] = delayed,
+    rows: list[dict[str, Any]] | None = None,
 ) -> list[Event]:
-    """``n`` served and labeled events, one a minute from ``start``."""
+    """``n`` served and labeled events, one a minute from ``start``; features from ``make_rows``
+    unless ``rows`` (``n`` of them) are given."""
     events = [
         Event(
             deployment=deployment,
@@ -59,8 +61,9 @@ def add_labeled_events(
             label=label(row),
             labeled_at=start + timedelta(minutes=i + 1),
         )
-        for i, row in enumerate(make_rows(n, seed=seed))
+        for i, row in enumerate(rows if rows is not None else make_rows(n, seed=seed))
     ]
+    assert len(events) == n
     return Event.objects.bulk_create(events)
 
 

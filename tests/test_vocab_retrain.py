@@ -6,7 +6,6 @@ the carriers AA, UA, DL and B6; the labeled events add WN (often, and always del
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,12 +16,12 @@ from adaptive import runtime
 from adaptive.ml.architectures import build_model
 from adaptive.ml.preprocessing import fit_preprocessing, input_spec, parse_schema
 from adaptive.ml.weights import state_dict_to_bytes
-from adaptive.models import Deployment, Event, FlipReport, Job, ModelVersion
+from adaptive.models import Deployment, FlipReport, Job, ModelVersion
 from adaptive.services import retraining
 from adaptive.services.registry import upload_version
 from tasks import training
 from tests.factories import SCHEMA, DeploymentFactory, deployment_with_live_version, make_rows
-from tests.test_retraining import FAST, START
+from tests.test_retraining import FAST, add_labeled_events
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("cpu_and_fresh_runtime")]
 
@@ -43,21 +42,7 @@ def label(row: dict[str, Any]) -> int:
 
 
 def add_events(dep: Deployment) -> None:
-    Event.objects.bulk_create(
-        Event(
-            deployment=dep,
-            external_id=f"e-{i}",
-            event_time=START + timedelta(minutes=i),
-            received_at=START + timedelta(minutes=i),
-            features=row,
-            version=dep.live_version,
-            base_score=0.5,
-            score=0.5,
-            label=label(row),
-            labeled_at=START + timedelta(minutes=i + 1),
-        )
-        for i, row in enumerate(rows_with_new_carriers())
-    )
+    add_labeled_events(dep, N_EVENTS, label=label, rows=rows_with_new_carriers())
 
 
 @pytest.fixture

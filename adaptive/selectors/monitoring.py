@@ -32,7 +32,7 @@ from adaptive.models import (
     MonitorState,
     Window,
 )
-from adaptive.runtime import compensation_config, decode_keys
+from adaptive.runtime import compensation_config, decode_keys, served_strength
 from adaptive.services.serving import memory_support
 
 log = logging.getLogger(__name__)
@@ -295,12 +295,9 @@ def gate_summary(deployment: Deployment) -> dict[str, Any]:
     """
     state = GateState.objects.filter(deployment=deployment).values_list("state", flat=True).first()
     gate = CompensationGate.from_state(state or {})
-    served = 0.0
-    if deployment.compensation_enabled:
-        served = deployment.compensation_strength if deployment.compensation_gate else 1.0
     return {
         "enabled": deployment.compensation_gate,
-        "served_strength": served,
+        "served_strength": served_strength(deployment),
         "half_life": gate.half_life,
         "z": gate.z,
         "min_support": gate.min_support,

@@ -17,6 +17,7 @@ import torch
 
 from adaptive.ml.gate import CompensationGate
 from adaptive.models import Deployment, GateState
+from adaptive.runtime import is_stored_score
 
 # (label, base score, base vector, full score, full vector) of one labeled event.
 GateRow = tuple[Any, Any, Any, Any, Any]
@@ -33,7 +34,7 @@ def learn(deployment: Deployment, rows: Sequence[GateRow]) -> float | None:
     labels, base, full = [], [], []
     for label, base_score, base_proba, full_score, full_proba in rows:
         p_base, p_full = (base_proba, full_proba) if multiclass else (base_score, full_score)
-        usable = _usable(p_base, deployment.n_outputs) and _usable(p_full, deployment.n_outputs)
+        usable = is_stored_score(p_base, deployment.n_outputs) and is_stored_score(p_full, deployment.n_outputs)
         if usable and isinstance(label, int) and 0 <= label < max(2, deployment.n_outputs):
             labels.append(label)
             base.append(p_base)
@@ -50,10 +51,3 @@ def learn(deployment: Deployment, rows: Sequence[GateRow]) -> float | None:
     state.state = gate.state_dict()
     state.save(update_fields=["state", "updated_at"])
     return gate.strength()
-
-
-def _usable(value: Any, n_outputs: int) -> bool:
-    values = value if isinstance(value, list) else [value]
-    if len(values) != n_outputs:
-        return False
-    return all(isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in values)

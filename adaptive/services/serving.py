@@ -19,7 +19,7 @@ from adaptive.ml.compensation import compensate, keys_from_hidden
 from adaptive.ml.gate import blend
 from adaptive.ml.preprocessing import RowError
 from adaptive.models import Deployment, ModelVersion
-from adaptive.runtime import compensation_config, encode_keys, live_memory, load_version
+from adaptive.runtime import compensation_config, encode_keys, live_memory, load_version, served_strength
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,7 @@ def _compensate(
         readout = live.memory.estimate(keys)
         revision = live.revision
     p_full = compensate(p_base, readout, compensation_config(deployment))
-    strength = deployment.compensation_strength if deployment.compensation_gate else 1.0
-    return blend(p_base, p_full, strength), p_full, revision
+    return blend(p_base, p_full, served_strength(deployment)), p_full, revision
 
 
 def _scored(
