@@ -78,7 +78,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         raw = credential(request, self.keyword, "token")
         if raw is None:
             return None
-        token = tokens.find_token(raw)
+        token = tokens.find_usable(raw)
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid token.")
         if token.revoked_at is not None:
@@ -91,6 +91,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             )
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        tokens.remember(token)
         tokens.mark_used(token)
         return token.user, token
 

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -238,7 +238,16 @@ def free_port() -> int:
 class Gunicorn:
     """A gunicorn master in its own session, so Ctrl-C reaches this script and we stop it in order."""
 
-    def __init__(self, *, workers: int, worker_class: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        *,
+        workers: int,
+        worker_class: str,
+        env: dict[str, str],
+        log_path: Path,
+        extra: Sequence[str] = (),
+        cwd: Path = ROOT,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -253,10 +262,11 @@ class Gunicorn:
             f"127.0.0.1:{self.port}",
             "--log-level",
             "warning",
+            *extra,
         ]
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
 
     def log_tail(self, lines: int = 30) -> str:

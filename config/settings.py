@@ -116,6 +116,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Tests use a file (not :memory:) so that a real Celery worker process can share it.
     _db["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 else:
+    if _db["ENGINE"] == "django.db.backends.postgresql":
+        # Django's PostgreSQL backend with a health check that skips the round trip on a busy connection.
+        _db["ENGINE"] = "config.postgresql"
     _db["CONN_HEALTH_CHECKS"] = True
     # The test database's name: bin/test gives each run its own, so that runs sharing a server do not
     # drop each other's. Unset: Django's test_<name>.
@@ -285,6 +288,10 @@ elif CACHE_URL.startswith("file://"):
     }
 else:
     raise ImproperlyConfigured(f"CACHE_URL must start with file://, redis:// or rediss://, got {CACHE_URL!r}")
+
+# Seconds a process remembers an ingestion key or API token it found valid (adaptive.credential_cache):
+# a key or token revoked, or a user deactivated, in another process stops working within this time. 0: off.
+AUTH_CACHE_SECONDS = env_int("AUTH_CACHE_SECONDS", 5, minimum=0)
 
 # --- Throttles and lockouts (config.ratelimit) ---------------------------------------------------
 # Rates are "N/period": "20/min", "1000/10s", "5000/hour"; windows are fixed.

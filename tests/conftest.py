@@ -23,6 +23,7 @@ from django.core.cache import cache
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from adaptive import credential_cache
 from adaptive.models import ApiToken, Deployment
 from adaptive.services import tokens
 from adaptive.services.keys import create_key
@@ -148,6 +149,16 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 def _fresh_cache() -> None:
     # The workers' state is cached for a few seconds per process (api.views.health): not across tests.
     cache.clear()
+    # So are the credentials the API found valid (adaptive.credential_cache).
+    credential_cache.clear_all()
+
+
+@pytest.fixture
+def credential_clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """adaptive.credential_cache's clock, moved by hand."""
+    fake = Clock()
+    monkeypatch.setattr(credential_cache, "clock", fake)
+    return fake
 
 
 def _client_for(role: str | None) -> APIClient:

@@ -9,6 +9,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from adaptive import credential_cache
 from adaptive.errors import InvalidInput
 from adaptive.models import AuditEntry, Deployment, IngestionKey
 from adaptive.services import audit
@@ -48,12 +49,19 @@ def create_key(*, deployment: Deployment, name: str, actor: Any, rate: str = "")
 
 
 def find_active_key(raw: str) -> IngestionKey | None:
+    """The unrevoked key whose raw value is ``raw``; remembered by this process for a few seconds
+    (adaptive.credential_cache: a key revoked by another process stops working within that time)."""
     parts = raw.split("_")
     if len(parts) < 3 or parts[0] != "ik" or len(parts[1]) != _PREFIX_LEN:
         return None
+    digest = hash_token(raw)
+    cached: IngestionKey | None = credential_cache.ingestion_keys.get(digest)
+    if cached is not None:
+        return cached
     key = IngestionKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).first()
-    if key is None or not hmac.compare_digest(key.key_hash, hash_token(raw)):
+    if key is None or not hmac.compare_digest(key.key_hash, digest):
         return None
+    credential_cache.ingestion_keys.add(digest, key)
     return key
 
 
@@ -61,6 +69,8 @@ def revoke_key(*, key: IngestionKey, actor: Any, reason: str = "") -> IngestionK
     """Revoke ``key`` at once; revoking it again changes nothing (same revoked_at, one audit entry)."""
     with transaction.atomic():
         updated = IngestionKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        # This process stops accepting it at once; the others within AUTH_CACHE_SECONDS.
+        credential_cache.ingestion_keys.forget(key.key_hash)
         if updated:
             audit.record(
                 action=AuditEntry.Action.REVOKE_KEY,

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from adaptive import credential_cache
 from adaptive.errors import Conflict, InvalidInput
 from adaptive.models import ApiToken, AuditEntry
 from adaptive.services import audit
@@ -95,6 +96,20 @@ def find_token(raw: str) -> ApiToken | None:
     return None
 
 
+def find_usable(raw: str) -> ApiToken | None:
+    """The token of ``raw`` as the API authenticates it: remembered by this process for a few seconds
+    once found valid (adaptive.credential_cache), looked up again otherwise. The caller still checks
+    that it is not revoked or expired and its user is active: only a token that passed is remembered
+    (``remember``), and expiry is checked on every request."""
+    cached: ApiToken | None = credential_cache.api_tokens.get(hash_token(raw))
+    return cached if cached is not None else find_token(raw)
+
+
+def remember(token: ApiToken) -> None:
+    """Remember a token that passed every check (see find_usable)."""
+    credential_cache.api_tokens.add(token.key_hash, token)
+
+
 def find_active(raw: str) -> ApiToken | None:
     """The token whose raw value is ``raw`` if it is neither revoked nor expired."""
     token = find_token(raw)
@@ -117,6 +132,8 @@ def revoke_token(*, token: ApiToken, actor: Any, reason: str = "") -> ApiToken:
     """Revoke ``token`` at once; revoking it again changes nothing (same revoked_at, one audit entry)."""
     with transaction.atomic():
         updated = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        # This process stops accepting it at once; the others within AUTH_CACHE_SECONDS.
+        credential_cache.api_tokens.forget(token.key_hash)
         if updated:
             audit.record(
                 action=AuditEntry.Action.REVOKE_TOKEN,

@@ -14,13 +14,15 @@ import orjson
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.exceptions import PermissionDenied
-from rest_framework.parsers import JSONParser
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from adaptive.errors import InvalidInput
 from adaptive.models import Deployment
-from adaptive.selectors.deployments import get_deployment
+from adaptive.selectors.serving import serving_deployment
 from adaptive.services import ingest
 from api import serializers as s
 from api.errors import json_response
@@ -40,9 +42,34 @@ COMPENSATE_EXAMPLE = {"rows": [{"id": "txn-8812", "score": 0.83, "key": [0.12, -
 FEEDBACK_EXAMPLE = {"labels": [{"id": "flight-2013-06-01-UA-1545", "label": "delayed"}]}
 
 
+class JsonOnly(BaseContentNegotiation):
+    """These views answer JSON whatever the Accept header says (their bodies are written with orjson,
+    and errors go through DRF's JSON renderer): no negotiation to run on every request."""
+
+    def select_parser(self, request: Request, parsers: list[BaseParser]) -> BaseParser | None:
+        return parsers[0] if parsers else None
+
+    def select_renderer(
+        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        return renderers[0], str(renderers[0].media_type)
+
+
+class IngestView(APIView):
+    """The hot path's settings: ingestion keys or operators, the key's rate, JSON in and out."""
+
+    permission_classes = [CanIngest]
+    throttle_classes = [IngestionKeyRateThrottle]
+    # Bodies are read with orjson from request.body; the parser only documents the media type.
+    parser_classes = [JSONParser]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JsonOnly
+
+
 def _deployment_for(request: Request, slug: str) -> Deployment:
-    """The deployment, with its live version in the same query; a key of another deployment is a 403."""
-    deployment = get_deployment(slug, with_live_version=True)
+    """The deployment with its live version, read lean (adaptive.selectors.serving: one query on small
+    columns); a key of another deployment is a 403."""
+    deployment = serving_deployment(slug)
     if not key_may_use(request, deployment.pk):
         raise PermissionDenied("this ingestion key belongs to another deployment")
     return deployment
@@ -69,12 +96,7 @@ def _nan_only(token: str) -> float:
     raise ValueError(f"{token} is not a number JSON allows")
 
 
-class PredictView(APIView):
-    permission_classes = [CanIngest]
-    throttle_classes = [IngestionKeyRateThrottle]
-    # Bodies are read with orjson from request.body; the parser only documents the media type.
-    parser_classes = [JSONParser]
-
+class PredictView(IngestView):
     @extend_schema(
         summary="Score a batch of rows and store them as events",
         description=(
@@ -92,11 +114,7 @@ class PredictView(APIView):
         return json_response({"predictions": predictions})
 
 
-class FeedbackView(APIView):
-    permission_classes = [CanIngest]
-    throttle_classes = [IngestionKeyRateThrottle]
-    parser_classes = [JSONParser]
-
+class FeedbackView(IngestView):
     @extend_schema(
         summary="Send labels for served events",
         description=(
@@ -113,11 +131,7 @@ class FeedbackView(APIView):
         return json_response(ingest.record_feedback(deployment=deployment, payload=_body(request)))
 
 
-class CompensateView(APIView):
-    permission_classes = [CanIngest]
-    throttle_classes = [IngestionKeyRateThrottle]
-    parser_classes = [JSONParser]
-
+class CompensateView(IngestView):
     @extend_schema(
         summary="Compensate scores of a model served elsewhere (external deployments)",
         description=(

@@ -15,8 +15,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from adaptive import credential_cache
 from adaptive.models import ApiToken, AuditEntry
 from adaptive.services import tokens
+from tests.clock import Clock
 from tests.factories import UserFactory
 
 TOKENS = "/api/v1/tokens"
@@ -78,6 +80,9 @@ def test_an_expired_token_is_refused_saying_when_it_expired(viewer_client: APICl
     assert _bearer(raw).get("/api/v1/deployments").status_code == 200
     past = timezone.now() - timedelta(seconds=1)
     ApiToken.objects.filter(pk=token.pk).update(created_at=past - timedelta(days=1), expires_at=past)
+    # The row changed behind the process's back: the token it remembers is read again after
+    # AUTH_CACHE_SECONDS (tests/api/test_credential_cache.py), here at once.
+    credential_cache.clear_all()
 
     response = _bearer(raw).get("/api/v1/deployments")
 
@@ -198,8 +203,8 @@ def test_ingestion_keys_and_anonymous_clients_have_no_tokens(ingest_client: APIC
     assert ApiToken.objects.count() == before
 
 
-def test_authentication_reads_one_indexed_row_and_writes_last_used_at_at_most_once_a_minute(
-    viewer_client: APIClient,
+def test_authentication_reads_the_token_once_per_cache_period_and_writes_last_used_at_at_most_once_a_minute(
+    viewer_client: APIClient, credential_clock: Clock, settings: Any
 ) -> None:
     token = ApiToken.objects.get(user=viewer_client.user)
     assert token.last_used_at is None
@@ -209,15 +214,23 @@ def test_authentication_reads_one_indexed_row_and_writes_last_used_at_at_most_on
     used = ApiToken.objects.get(pk=token.pk).last_used_at
     with CaptureQueriesContext(connection) as second:
         assert viewer_client.get(TOKENS).status_code == 200
+    credential_clock.now += settings.AUTH_CACHE_SECONDS
+    with CaptureQueriesContext(connection) as third:
+        assert viewer_client.get(TOKENS).status_code == 200
 
-    token_reads = [q["sql"] for q in second.captured_queries if '"adaptive_apitoken"' in q["sql"]]
-    # One lookup by prefix for authentication (then the list itself); no write within the minute.
-    assert sum('."prefix" = ' in sql for sql in token_reads) == 1
-    assert not any(sql.startswith("UPDATE") for sql in token_reads)
+    def lookups(queries: CaptureQueriesContext) -> list[str]:
+        return [q["sql"] for q in queries.captured_queries if '"adaptive_apitoken"."prefix" = ' in q["sql"]]
+
+    # One lookup by prefix; within AUTH_CACHE_SECONDS the process remembers the token; then reads it again.
+    assert (len(lookups(first)), len(lookups(second)), len(lookups(third))) == (1, 0, 1)
+    # No write within the minute.
     assert any(q["sql"].startswith("UPDATE") for q in first.captured_queries)
+    for later in (second, third):
+        assert not any(q["sql"].startswith("UPDATE") and "apitoken" in q["sql"] for q in later.captured_queries)
     assert used is not None and ApiToken.objects.get(pk=token.pk).last_used_at == used
 
     ApiToken.objects.filter(pk=token.pk).update(last_used_at=used - timedelta(minutes=2))
+    credential_clock.now += settings.AUTH_CACHE_SECONDS
     assert viewer_client.get(TOKENS).status_code == 200
     last_used_at = ApiToken.objects.get(pk=token.pk).last_used_at
     assert last_used_at is not None and last_used_at > used
