@@ -69,8 +69,6 @@ def revoke_key(*, key: IngestionKey, actor: Any, reason: str = "") -> IngestionK
     """Revoke ``key`` at once; revoking it again changes nothing (same revoked_at, one audit entry)."""
     with transaction.atomic():
         updated = IngestionKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-        # This process stops accepting it at once; the others within AUTH_CACHE_SECONDS.
-        credential_cache.ingestion_keys.forget(key.key_hash)
         if updated:
             audit.record(
                 action=AuditEntry.Action.REVOKE_KEY,
@@ -79,5 +77,8 @@ def revoke_key(*, key: IngestionKey, actor: Any, reason: str = "") -> IngestionK
                 reason=reason,
                 details={"key": key.name, "key_id": key.pk, "prefix": key.prefix},
             )
+    # This process stops accepting it at once (after the commit: a request in between could have
+    # remembered it again); the others within AUTH_CACHE_SECONDS.
+    credential_cache.ingestion_keys.forget(key.key_hash)
     key.refresh_from_db()
     return key

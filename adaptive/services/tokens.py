@@ -132,8 +132,6 @@ def revoke_token(*, token: ApiToken, actor: Any, reason: str = "") -> ApiToken:
     """Revoke ``token`` at once; revoking it again changes nothing (same revoked_at, one audit entry)."""
     with transaction.atomic():
         updated = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-        # This process stops accepting it at once; the others within AUTH_CACHE_SECONDS.
-        credential_cache.api_tokens.forget(token.key_hash)
         if updated:
             audit.record(
                 action=AuditEntry.Action.REVOKE_TOKEN,
@@ -142,6 +140,9 @@ def revoke_token(*, token: ApiToken, actor: Any, reason: str = "") -> ApiToken:
                 reason=reason,
                 details=_details(token),
             )
+    # This process stops accepting it at once (after the commit: a request in between could have
+    # remembered it again); the others within AUTH_CACHE_SECONDS.
+    credential_cache.api_tokens.forget(token.key_hash)
     token.refresh_from_db()
     return token
 
