@@ -161,10 +161,3 @@ def _version(deployment: Deployment, version_id: int, sha256: str) -> ModelVersi
             while len(_versions) > _MAX_VERSIONS:
                 _versions.popitem(last=False)
     return version
-
-
-def clear_cache() -> None:
-    """Forget what this process read once (tests; nothing needs it in production)."""
-    with _lock:
-        _fixed.clear()
-        _versions.clear()

@@ -14,9 +14,7 @@ import orjson
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.exceptions import PermissionDenied
-from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import BaseParser, JSONParser
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -42,28 +40,13 @@ COMPENSATE_EXAMPLE = {"rows": [{"id": "txn-8812", "score": 0.83, "key": [0.12, -
 FEEDBACK_EXAMPLE = {"labels": [{"id": "flight-2013-06-01-UA-1545", "label": "delayed"}]}
 
 
-class JsonOnly(BaseContentNegotiation):
-    """These views answer JSON whatever the Accept header says (their bodies are written with orjson,
-    and errors go through DRF's JSON renderer): no negotiation to run on every request."""
-
-    def select_parser(self, request: Request, parsers: list[BaseParser]) -> BaseParser | None:
-        return parsers[0] if parsers else None
-
-    def select_renderer(
-        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
-    ) -> tuple[BaseRenderer, str]:
-        return renderers[0], str(renderers[0].media_type)
-
-
 class IngestView(APIView):
-    """The hot path's settings: ingestion keys or operators, the key's rate, JSON in and out."""
+    """The hot path's settings: ingestion keys or operators, the key's rate, JSON bodies."""
 
     permission_classes = [CanIngest]
     throttle_classes = [IngestionKeyRateThrottle]
     # Bodies are read with orjson from request.body; the parser only documents the media type.
     parser_classes = [JSONParser]
-    renderer_classes = [JSONRenderer]
-    content_negotiation_class = JsonOnly
 
 
 def _deployment_for(request: Request, slug: str) -> Deployment:
